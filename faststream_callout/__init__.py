@@ -1,0 +1,71 @@
+"""faststream-callout: NATS auth callout services for FastStream and Dishka."""
+
+from faststream_callout.claims import (
+    AuthorizationRequest,
+    AuthorizationRequestClaims,
+    AuthorizationResponse,
+    AuthorizationResponseClaims,
+    ClientInfo,
+    ClientTLS,
+    ConnectOptions,
+    Permission,
+    ResponsePermission,
+    ServerId,
+    TimeRange,
+    User,
+    UserClaims,
+)
+from faststream_callout.errors import (
+    CalloutError,
+    ConfigurationError,
+    Denied,
+    InvalidJWTError,
+    InvalidKeyError,
+)
+from faststream_callout.keys import KeyKind, KeyPair
+from faststream_callout.pipeline import CalloutPipeline, CalloutSettings, Decision, Outcome
+from faststream_callout.policy import Grant, Identity, IdentityLookup, PermissionBuilder
+from faststream_callout.providers import CalloutProvider, PolicyProvider
+from faststream_callout.router import AUTH_CALLOUT_SUBJECT, CalloutMessage, callout_router
+from faststream_callout.signing import CalloutMode, SigningKeys, UserSigner
+from faststream_callout.xkeys import XKeyPair
+
+__all__ = [
+    "AUTH_CALLOUT_SUBJECT",
+    "AuthorizationRequest",
+    "AuthorizationRequestClaims",
+    "AuthorizationResponse",
+    "AuthorizationResponseClaims",
+    "CalloutError",
+    "CalloutMessage",
+    "CalloutMode",
+    "CalloutPipeline",
+    "CalloutProvider",
+    "CalloutSettings",
+    "ClientInfo",
+    "ClientTLS",
+    "ConfigurationError",
+    "ConnectOptions",
+    "Decision",
+    "Denied",
+    "Grant",
+    "Identity",
+    "IdentityLookup",
+    "InvalidJWTError",
+    "InvalidKeyError",
+    "KeyKind",
+    "KeyPair",
+    "Outcome",
+    "Permission",
+    "PermissionBuilder",
+    "PolicyProvider",
+    "ResponsePermission",
+    "ServerId",
+    "SigningKeys",
+    "TimeRange",
+    "User",
+    "UserClaims",
+    "UserSigner",
+    "XKeyPair",
+    "callout_router",
+]

@@ -1,0 +1,47 @@
+"""Exceptions of faststream-callout.
+
+None of their messages ever contains a seed, a password, a token or a signature.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CalloutError",
+    "ConfigurationError",
+    "Denied",
+    "InvalidJWTError",
+    "InvalidKeyError",
+]
+
+
+class CalloutError(Exception):
+    """Base class of the library's own errors."""
+
+
+class InvalidKeyError(CalloutError, ValueError):
+    """A string is not a valid nkey or xkey of the expected kind."""
+
+
+class InvalidJWTError(CalloutError, ValueError):
+    """A JWT could not be decoded, or failed a check (signature, issuer, claims)."""
+
+
+class ConfigurationError(CalloutError, ValueError):
+    """The callout service is configured in a way nats-server would not accept."""
+
+
+class Denied(Exception):  # noqa: N818 - reads as an outcome: ``raise Denied("...")``
+    """Raise from an identity lookup or permission builder to deny a login.
+
+    The reason is sent to nats-server in the signed response; nats-server logs it
+    and publishes it on ``$SYS.ACCOUNT.CLIENT.AUTH.ERR`` in the callout account.
+    The client only ever sees ``Authorization Violation``. Never put a secret in it.
+
+    Args:
+        reason: why the login is refused, e.g. ``"unknown user"``.
+
+    """
+
+    def __init__(self, reason: str = "not authorized") -> None:
+        super().__init__(reason)
+        self.reason = reason or "not authorized"

@@ -1,0 +1,186 @@
+"""Encode, sign, decode and verify NATS JWTs (``ed25519-nkey``), as nats-io/jwt v2 does."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from typing import Final, TypeVar
+
+import msgspec
+
+from faststream_callout.claims import (
+    AUTH_REQUEST_TYPE,
+    AUTH_RESPONSE_TYPE,
+    CLAIMS_VERSION,
+    USER_CLAIM_TYPE,
+    AuthorizationRequestClaims,
+    AuthorizationResponseClaims,
+    StandardClaims,
+    UserClaims,
+    _Claims,
+)
+from faststream_callout.errors import InvalidJWTError, InvalidKeyError
+from faststream_callout.keys import KeyKind, KeyPair, decode_public_key, verify_signature
+
+__all__ = ["MAX_TOKEN_SIZE", "decode", "encode", "validate_times"]
+
+ClaimsT = TypeVar("ClaimsT", bound=_Claims)
+
+MAX_TOKEN_SIZE: Final = 1024 * 1024  # nats-io/jwt v2.8.1 MaxTokenSize
+# The exact header bytes Go writes; its base64 starts with "eyJ", which is how
+# nats-server tells a plaintext response from an xkey-sealed one.
+_HEADER_JSON: Final = b'{"typ":"JWT","alg":"ed25519-nkey"}'
+_HEADER_B64: Final = base64.urlsafe_b64encode(_HEADER_JSON).rstrip(b"=")
+_ALGORITHMS: Final = frozenset({"ed25519", "ed25519-nkey"})
+
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class _Header(msgspec.Struct):
+    typ: str = ""
+    alg: str = ""
+
+
+_HEADER_DECODER: Final = msgspec.json.Decoder(_Header)
+_DECODERS: Final[dict[type[_Claims], msgspec.json.Decoder[_Claims]]] = {}
+
+
+class _Expectation(msgspec.Struct, frozen=True):
+    claim_type: str
+    issuer_kind: KeyKind
+
+
+_EXPECTED: Final[dict[type[_Claims], _Expectation]] = {
+    AuthorizationRequestClaims: _Expectation(AUTH_REQUEST_TYPE, KeyKind.SERVER),
+    AuthorizationResponseClaims: _Expectation(AUTH_RESPONSE_TYPE, KeyKind.ACCOUNT),
+    UserClaims: _Expectation(USER_CLAIM_TYPE, KeyKind.ACCOUNT),
+}
+
+
+def _b64encode(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _b64decode(segment: bytes) -> bytes:
+    # Go's RawURLEncoding: URL alphabet, no padding; anything else is an error.
+    if b"=" in segment or b"+" in segment or b"/" in segment:
+        raise InvalidJWTError("JWT is not unpadded base64url")
+    padded = segment.translate(_TO_STD) + b"=" * (-len(segment) % 4)
+    try:
+        return binascii.a2b_base64(padded, strict_mode=True)
+    except binascii.Error:
+        raise InvalidJWTError("JWT is not unpadded base64url") from None
+
+
+_TO_STD: Final = bytes.maketrans(b"-_", b"+/")
+
+
+def _jti(claims: _Claims) -> str:
+    standard = StandardClaims(
+        aud=claims.aud,
+        exp=claims.exp,
+        iat=claims.iat,
+        iss=claims.iss,
+        name=claims.name,
+        nbf=claims.nbf,
+        sub=claims.sub,
+    )
+    digest = hashlib.new("sha512_256", _ENCODER.encode(standard)).digest()
+    return base64.b32encode(digest).decode("ascii").rstrip("=")
+
+
+def encode(claims: ClaimsT, key: KeyPair, *, now: int | None = None) -> str:
+    """Sign ``claims`` with ``key`` and return the compact JWT.
+
+    As the Go encoder does, ``iss`` is set to the key's public key, ``iat`` to
+    ``now`` (integer Unix seconds) and ``jti`` to the SHA-512/256 hash of the
+    standard claims.
+    """
+    issued_at = int(time.time()) if now is None else int(now)
+    signed = msgspec.structs.replace(claims, iss=key.public_key, iat=issued_at, jti="")
+    signed = msgspec.structs.replace(signed, jti=_jti(signed))
+    signing_input = _HEADER_B64 + b"." + _b64encode(_ENCODER.encode(signed))
+    return (signing_input + b"." + _b64encode(key.sign(signing_input))).decode("ascii")
+
+
+def _decoder(claims_type: type[ClaimsT]) -> msgspec.json.Decoder[ClaimsT]:
+    decoder = _DECODERS.get(claims_type)
+    if decoder is None:
+        decoder = _DECODERS[claims_type] = msgspec.json.Decoder(claims_type)
+    return decoder  # type: ignore[return-value]
+
+
+def decode(token: str | bytes, claims_type: type[ClaimsT]) -> ClaimsT:
+    """Decode ``token`` and verify it the way nats-io/jwt does.
+
+    Checks the size, the three segments, the header (``typ`` JWT, ``alg``
+    ed25519), the JSON, ``nats.version`` 2 and ``nats.type``, the signature by
+    the key in ``iss`` and that this key is of the kind the claim type needs
+    (server for requests, account for responses and user JWTs). Times are not
+    checked here; see :func:`validate_times`.
+
+    Raises:
+        InvalidJWTError: with a reason that never quotes the token.
+
+    """
+    data = token.encode("ascii", "replace") if isinstance(token, str) else bytes(token)
+    if len(data) > MAX_TOKEN_SIZE:
+        raise InvalidJWTError(f"token size {len(data)} exceeds maximum of {MAX_TOKEN_SIZE} bytes")
+    parts = data.split(b".")
+    if len(parts) != 3:
+        raise InvalidJWTError("expected 3 chunks")
+    header_b64, payload_b64, sig_b64 = parts
+    if header_b64 != _HEADER_B64:
+        _check_header(_b64decode(header_b64))
+    expected = _EXPECTED[claims_type]
+    try:
+        claims = _decoder(claims_type).decode(_b64decode(payload_b64))
+    except msgspec.ValidationError as exc:
+        raise InvalidJWTError(f"JWT claims are invalid: {exc}") from None
+    except msgspec.DecodeError:
+        raise InvalidJWTError("JWT payload is not JSON") from None
+    version = claims.nats.version  # type: ignore[attr-defined]
+    if version > CLAIMS_VERSION:
+        raise InvalidJWTError("JWT was generated by a newer version")
+    if version < CLAIMS_VERSION:
+        raise InvalidJWTError(f"JWT version {version} is not supported, expected 2")
+    if claims.nats.type != expected.claim_type:  # type: ignore[attr-defined]
+        raise InvalidJWTError(f"not a {expected.claim_type} claim")
+    try:
+        decode_public_key(claims.iss, expected.issuer_kind)
+    except InvalidKeyError:
+        raise InvalidJWTError(
+            f"JWT issuer is not a {expected.issuer_kind.name.lower()} public key"
+        ) from None
+    if not verify_signature(claims.iss, header_b64 + b"." + payload_b64, _b64decode(sig_b64)):
+        raise InvalidJWTError("claim failed V2 signature verification")
+    return claims
+
+
+def _check_header(raw: bytes) -> None:
+    try:
+        header = _HEADER_DECODER.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        raise InvalidJWTError("JWT header is not valid JSON") from None
+    if header.typ.upper() != "JWT":
+        raise InvalidJWTError("not a JWT header")
+    if header.alg.lower() not in _ALGORITHMS:
+        raise InvalidJWTError("unexpected JWT algorithm")
+
+
+def validate_times(claims: _Claims, *, now: float | None = None) -> None:
+    """Check ``exp`` and ``nbf`` as nats-io/jwt does: no clock skew allowance.
+
+    ``exp == now`` is still valid; expired means ``now > exp``.
+
+    Raises:
+        InvalidJWTError: ``claim is expired`` or ``claim is not yet valid``.
+
+    """
+    current = int(time.time() if now is None else now)
+    if claims.exp and current > claims.exp:
+        raise InvalidJWTError("claim is expired")
+    if claims.nbf and current < claims.nbf:
+        raise InvalidJWTError("claim is not yet valid")

@@ -1,0 +1,335 @@
+"""The callout pipeline: open -> verify -> identify -> authorize -> issue -> seal.
+
+Plain Python: usable without FastStream. It never raises: every request gets
+a reply, and a decision that cannot be made is a denial.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final, TypeVar
+
+from faststream_callout import jwt
+from faststream_callout.claims import (
+    AUTH_REQUEST_AUDIENCE,
+    AUTH_RESPONSE_TYPE,
+    CLAIMS_VERSION,
+    USER_CLAIM_TYPE,
+    AuthorizationRequest,
+    AuthorizationRequestClaims,
+    AuthorizationResponse,
+    AuthorizationResponseClaims,
+    User,
+    UserClaims,
+)
+from faststream_callout.errors import Denied, InvalidJWTError, InvalidKeyError
+from faststream_callout.keys import KeyKind, is_public_key
+from faststream_callout.policy import Grant, Identity, IdentityLookup, PermissionBuilder
+from faststream_callout.signing import CalloutMode, SigningKeys
+from faststream_callout.validation import user_issues
+
+__all__ = ["CalloutPipeline", "CalloutSettings", "Decision", "Outcome"]
+
+logger: Final = logging.getLogger("faststream_callout")
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CalloutSettings:
+    """Tunables of the pipeline; the defaults are safe.
+
+    Attributes:
+        max_request_size: bodies larger than this are refused unparsed. Requests
+            are a few KB; client certificate chains make them larger.
+        error_reason: the reason sent to nats-server when user code fails
+            unexpectedly (the exception itself is only logged).
+        strict: also refuse grants nats-server would accept but that are
+            almost surely mistakes (``foo*`` wildcards, unknown connection types).
+
+    """
+
+    max_request_size: int = 256 * 1024
+    error_reason: str = "authorization service error"
+    strict: bool = True
+
+
+class Outcome(Enum):
+    """How a request ended."""
+
+    ALLOWED = "allowed"
+    DENIED = "denied"  # policy said no (Denied raised)
+    ERROR = "error"  # policy or grant failed; denied with a generic reason
+    REJECTED = "rejected"  # the request itself failed verification
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The result of one request: the reply bytes and what led to them."""
+
+    outcome: Outcome
+    reply: bytes
+    reason: str = ""
+    request: AuthorizationRequest | None = None
+    identity: Identity | None = None
+    account: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the reply grants access."""
+        return self.outcome is Outcome.ALLOWED
+
+
+class _Refusal(Exception):  # noqa: N818 - internal control flow, never escapes
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+async def _resolve(value: _T | object) -> _T:
+    # Ports may be sync or async: await only what needs it.
+    if inspect.isawaitable(value):
+        value = await value
+    return value  # type: ignore[return-value]
+
+
+class CalloutPipeline:
+    """Answers nats-server authorization requests.
+
+    Args:
+        keys: the keys that sign responses and user JWTs (and the xkey).
+        lookup: who the client is.
+        permissions: what the identity may do.
+        settings: tunables.
+        clock: returns Unix time in seconds; injectable for tests.
+
+    """
+
+    def __init__(
+        self,
+        keys: SigningKeys,
+        lookup: IdentityLookup,
+        permissions: PermissionBuilder,
+        settings: CalloutSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keys = keys
+        self.lookup = lookup
+        self.permissions = permissions
+        self.settings = settings or CalloutSettings()
+        self._clock = clock
+
+    async def __call__(self, body: bytes, server_xkey: str | None = None) -> bytes:
+        """Return the reply body for a request body (and its ``Nats-Server-Xkey`` header)."""
+        return (await self.decide(body, server_xkey)).reply
+
+    async def decide(self, body: bytes, server_xkey: str | None = None) -> Decision:
+        """Like calling the pipeline, but also says what was decided and why."""
+        try:
+            return await self._decide(body, server_xkey)
+        except Exception:  # last line of defence: a bug here must still be a denial
+            logger.exception("auth callout pipeline failed; replying with a denial")
+            return Decision(Outcome.ERROR, b"", self.settings.error_reason)
+
+    # -- stages ---------------------------------------------------------------
+
+    def _open(self, body: bytes, server_xkey: str | None) -> bytes:
+        if len(body) > self.settings.max_request_size:
+            raise _Refusal(Outcome.REJECTED, f"request of {len(body)} bytes exceeds the size limit")
+        if server_xkey is None:
+            return body
+        xkey = self.keys.xkey
+        if xkey is None:
+            raise _Refusal(
+                Outcome.REJECTED,
+                "request is encrypted (Nats-Server-Xkey header) but this service has no xkey; "
+                "give SigningKeys the xkey whose public key the server is configured with",
+            )
+        try:
+            return xkey.open(body, server_xkey)
+        except InvalidKeyError as exc:
+            raise _Refusal(
+                Outcome.REJECTED,
+                f"cannot decrypt request ({exc}); is the server configured with our xkey "
+                f"{xkey.public_key}?",
+            ) from None
+
+    def _verify(
+        self, claims: AuthorizationRequestClaims, server_xkey: str | None, now: float
+    ) -> str | None:
+        request = claims.nats
+        if claims.aud != AUTH_REQUEST_AUDIENCE:
+            return "request audience is not nats-authorization-request"
+        if claims.iss != request.server_id.id:
+            return "request issuer is not the server named in server_id"
+        if claims.sub != self.keys.callout_account:
+            return (
+                f"request is for callout account {claims.sub}, this service signs for "
+                f"{self.keys.callout_account}"
+            )
+        if not claims.exp:
+            return "request has no expiry"
+        try:
+            jwt.validate_times(claims, now=now)
+        except InvalidJWTError as exc:
+            return f"request {exc}"
+        if not is_public_key(request.user_nkey, KeyKind.USER):
+            return "request user_nkey is not a user public key"
+        if server_xkey is not None and server_xkey != request.server_id.xkey:
+            return "Nats-Server-Xkey header does not match the signed server_id.xkey"
+        if server_xkey is None and self.keys.xkey is not None:
+            return (
+                "request is not encrypted but this service has an xkey; configure the server "
+                f"with xkey {self.keys.xkey.public_key} or remove the xkey from SigningKeys"
+            )
+        return None
+
+    async def _decide(self, body: bytes, server_xkey: str | None) -> Decision:
+        now = self._clock()
+        try:
+            claims = jwt.decode(self._open(body, server_xkey), AuthorizationRequestClaims)
+        except (_Refusal, InvalidJWTError) as exc:
+            # Nothing trustworthy to answer to: deny with an empty body.
+            logger.warning("auth callout request rejected: %s", exc)
+            return Decision(Outcome.REJECTED, b"", str(exc))
+        request = claims.nats
+        problem = self._verify(claims, server_xkey, now)
+        if problem is not None:
+            logger.warning("auth callout request rejected: %s", problem)
+            return self._deny(request, Outcome.REJECTED, problem, server_xkey)
+        identity: Identity | None = None
+        try:
+            identity = await _resolve(self.lookup.lookup(request))
+            if not isinstance(identity, Identity):
+                raise TypeError(f"IdentityLookup returned {type(identity).__name__}, not Identity")
+            grant: Grant = await _resolve(self.permissions.build(identity, request))
+            if not isinstance(grant, Grant):
+                raise TypeError(f"PermissionBuilder returned {type(grant).__name__}, not Grant")
+            user_jwt = self._issue(request, identity, grant, now)
+        except Denied as exc:
+            return self._deny(request, Outcome.DENIED, exc.reason, server_xkey, identity)
+        except _Refusal as exc:
+            return self._deny(request, exc.outcome, exc.reason, server_xkey, identity)
+        except Exception:
+            logger.exception("auth callout policy failed for client %s; denying", _client(request))
+            return self._deny(
+                request, Outcome.ERROR, self.settings.error_reason, server_xkey, identity
+            )
+        reply = self._respond(
+            request,
+            AuthorizationResponse(
+                jwt=user_jwt,
+                issuer_account=self.keys.response_signer.issuer_account,
+                type=AUTH_RESPONSE_TYPE,
+                version=CLAIMS_VERSION,
+            ),
+            server_xkey,
+        )
+        return Decision(Outcome.ALLOWED, reply, "", request, identity, grant.account)
+
+    def _issue(
+        self, request: AuthorizationRequest, identity: Identity, grant: Grant, now: float
+    ) -> str:
+        keys = self.keys
+        if keys.mode is CalloutMode.OPERATOR and not is_public_key(grant.account, KeyKind.ACCOUNT):
+            raise _Refusal(Outcome.ERROR, "operator-mode grants name the account by its public key")
+        if not grant.account:
+            raise _Refusal(Outcome.ERROR, "grant names no account")
+        signer = keys.user_signer(grant.account)
+        if signer is None:
+            logger.error("no signing key for account %s; add it to SigningKeys", grant.account)
+            raise _Refusal(Outcome.ERROR, f"no signing key for account {grant.account}")
+        issued_at = int(now)
+        expires = _expiry(grant, issued_at, now)
+        user = User(
+            pub=grant.pub,
+            sub=grant.sub,
+            resp=grant.resp,
+            src=list(grant.src),
+            times=list(grant.times),
+            times_location=grant.times_location,
+            subs=grant.subs,
+            data=grant.data,
+            payload=grant.payload,
+            proxy_required=grant.proxy_required,
+            allowed_connection_types=[t.upper() for t in grant.allowed_connection_types],
+            issuer_account=signer.issuer_account,
+            tags=list(grant.tags),
+            type=USER_CLAIM_TYPE,
+            version=CLAIMS_VERSION,
+        )
+        issues = user_issues(user, strict=self.settings.strict)
+        if issues:
+            logger.error("grant for %r is invalid: %s", identity.name, "; ".join(issues))
+            raise _Refusal(Outcome.ERROR, f"invalid grant: {issues[0]}")
+        claims = UserClaims(
+            aud=grant.account if keys.mode is CalloutMode.CONFIG else "",
+            exp=expires,
+            name=grant.name if grant.name is not None else identity.name,
+            nbf=grant.not_before or 0,
+            sub=request.user_nkey,
+            nats=user,
+        )
+        return jwt.encode(claims, signer.key, now=issued_at)
+
+    def _deny(
+        self,
+        request: AuthorizationRequest,
+        outcome: Outcome,
+        reason: str,
+        server_xkey: str | None,
+        identity: Identity | None = None,
+    ) -> Decision:
+        response = AuthorizationResponse(
+            error=reason,
+            issuer_account=self.keys.response_signer.issuer_account,
+            type=AUTH_RESPONSE_TYPE,
+            version=CLAIMS_VERSION,
+        )
+        return Decision(
+            outcome, self._respond(request, response, server_xkey), reason, request, identity
+        )
+
+    def _respond(
+        self,
+        request: AuthorizationRequest,
+        response: AuthorizationResponse,
+        server_xkey: str | None,
+    ) -> bytes:
+        claims = AuthorizationResponseClaims(
+            aud=request.server_id.id, sub=request.user_nkey, nats=response
+        )
+        token = jwt.encode(claims, self.keys.response_signer.key, now=int(self._clock())).encode(
+            "ascii"
+        )
+        if server_xkey is not None and self.keys.xkey is not None:
+            # Verified equal to the signed server_id.xkey before we got here.
+            return self.keys.xkey.seal(token, server_xkey)
+        return token
+
+
+def _expiry(grant: Grant, issued_at: int, now: float) -> int:
+    candidates: list[int] = []
+    if grant.ttl is not None:
+        if grant.ttl <= 0:
+            raise _Refusal(Outcome.ERROR, "grant ttl must be positive")
+        candidates.append(issued_at + math.ceil(grant.ttl))
+    if grant.expires_at is not None:
+        if grant.expires_at <= now:
+            raise _Refusal(Outcome.DENIED, "credential expired")
+        # Never outlive the credential: round down.
+        candidates.append(max(issued_at, math.floor(grant.expires_at)))
+    return min(candidates) if candidates else 0
+
+
+def _client(request: AuthorizationRequest) -> str:
+    info = request.client_info
+    return f"{info.user or '?'}@{info.host or '?'} (cid {info.id}, {info.kind or '?'} {info.type})"

@@ -1,0 +1,81 @@
+"""Dishka providers: the library's defaults and a one-line way to supply a policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dishka import Provider, Scope, provide
+
+from faststream_callout.pipeline import CalloutPipeline, CalloutSettings
+from faststream_callout.policy import IdentityLookup, PermissionBuilder
+from faststream_callout.signing import SigningKeys
+
+__all__ = ["CalloutProvider", "PolicyProvider"]
+
+
+class CalloutProvider(Provider):
+    """Provides :class:`CalloutPipeline` (APP scope) and default :class:`CalloutSettings`.
+
+    The pipeline depends on :class:`SigningKeys`, :class:`IdentityLookup` and
+    :class:`PermissionBuilder`, which you provide (there is no safe default for
+    keys or policy), so a missing one fails when the container is built, not
+    on the first login. Ports are APP-scoped: hold pools and clients in them
+    and open per-request resources inside ``lookup``/``build``.
+    """
+
+    scope = Scope.APP
+
+    @provide
+    def settings(self) -> CalloutSettings:
+        """Default settings; override with ``provide(..., override=True)``."""
+        return CalloutSettings()
+
+    @provide
+    def pipeline(
+        self,
+        keys: SigningKeys,
+        lookup: IdentityLookup,
+        permissions: PermissionBuilder,
+        settings: CalloutSettings,
+    ) -> CalloutPipeline:
+        """Build the pipeline once per container."""
+        return CalloutPipeline(keys, lookup, permissions, settings)
+
+
+class PolicyProvider(Provider):
+    """Provides ready-made policy objects (APP scope), e.g. per environment.
+
+    Example:
+        ``PolicyProvider(keys=SigningKeys(issuer), lookup=MyLookup(), permissions=MyRules())``
+
+    Pass only what you want to provide; with ``override=True`` the given
+    objects replace earlier providers (required under ``STRICT_VALIDATION``).
+
+    """
+
+    def __init__(
+        self,
+        *,
+        keys: SigningKeys | None = None,
+        lookup: IdentityLookup | None = None,
+        permissions: PermissionBuilder | None = None,
+        settings: CalloutSettings | None = None,
+        override: bool = False,
+    ) -> None:
+        super().__init__(scope=Scope.APP)
+        provided: list[tuple[type, object | None]] = [
+            (SigningKeys, keys),
+            (IdentityLookup, lookup),
+            (PermissionBuilder, permissions),
+            (CalloutSettings, settings),
+        ]
+        for interface, value in provided:
+            if value is not None:
+                self.provide(_constant(value), provides=interface, override=override)
+
+
+def _constant(value: object) -> Callable[[], object]:
+    def factory() -> object:
+        return value
+
+    return factory

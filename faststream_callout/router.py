@@ -1,0 +1,102 @@
+"""The FastStream face: a router factory holding the auth subscriber."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from dishka import AsyncContainer
+from faststream.message import StreamMessage
+from faststream.nats import NatsRouter
+
+from faststream_callout.pipeline import CalloutPipeline
+
+__all__ = ["AUTH_CALLOUT_SUBJECT", "XKEY_HEADER", "CalloutMessage", "callout_router"]
+
+AUTH_CALLOUT_SUBJECT: Final = "$SYS.REQ.USER.AUTH"
+XKEY_HEADER: Final = "Nats-Server-Xkey"
+logger: Final = logging.getLogger("faststream_callout")
+
+
+@dataclass(frozen=True, slots=True)
+class CalloutMessage:
+    """An authorization request as received: exact body bytes and headers."""
+
+    body: bytes
+    headers: Mapping[str, str]
+
+    @property
+    def server_xkey(self) -> str | None:
+        """The server's public xkey when the request is encrypted."""
+        return self.headers.get(XKEY_HEADER)
+
+
+async def _decode(message: StreamMessage[Any]) -> CalloutMessage:
+    # async and passthrough: the default decoder would json-decode the body, and
+    # a sync decoder would run in a worker thread.
+    return CalloutMessage(message.body, message.headers)
+
+
+class _PipelineSource:
+    __slots__ = ("_container", "pipeline")
+
+    def __init__(self, source: AsyncContainer | CalloutPipeline) -> None:
+        self.pipeline = source if isinstance(source, CalloutPipeline) else None
+        self._container = None if isinstance(source, CalloutPipeline) else source
+
+    async def get(self) -> CalloutPipeline:
+        if self.pipeline is None and self._container is not None:
+            self.pipeline = await self._container.get(CalloutPipeline)
+        if self.pipeline is None:
+            raise RuntimeError("no pipeline source")
+        return self.pipeline
+
+
+def callout_router(
+    source: AsyncContainer | CalloutPipeline,
+    *,
+    subject: str = AUTH_CALLOUT_SUBJECT,
+    queue: str = "faststream-callout",
+    max_workers: int = 32,
+    include_in_schema: bool = True,
+) -> NatsRouter:
+    """Build a fresh :class:`NatsRouter` that answers auth callout requests.
+
+    Include it into the broker that connects as the callout account's auth
+    user: ``broker.include_router(callout_router(container))``. Every call
+    returns a new router, because including a router into a broker moves it.
+
+    Args:
+        source: a Dishka container providing :class:`CalloutPipeline` (see
+            :class:`CalloutProvider`), or a pipeline.
+        subject: the request subject; nats-server always uses ``$SYS.REQ.USER.AUTH``.
+        queue: the queue group, so several instances share the load.
+        max_workers: requests handled concurrently per instance (lookups wait on I/O).
+        include_in_schema: show the subscriber in the AsyncAPI schema.
+
+    """
+    router = NatsRouter()
+    pipelines = _PipelineSource(source)
+
+    @router.subscriber(
+        subject,
+        queue=queue,
+        decoder=_decode,
+        max_workers=max_workers,
+        title="auth-callout",
+        description="Answers nats-server authorization requests with signed responses.",
+        include_in_schema=include_in_schema,
+    )
+    async def authorize(message: CalloutMessage) -> bytes:
+        # Takes only the decoded message: each framework parameter would cost a thread hop.
+        try:
+            pipeline = pipelines.pipeline or await pipelines.get()
+        except Exception:
+            # Without a pipeline nothing can be signed: an empty body denies.
+            logger.exception("cannot build the auth callout pipeline; denying")
+            return b""
+        return await pipeline(message.body, message.server_xkey)
+
+    return router

@@ -1,0 +1,136 @@
+"""Which keys sign what: :class:`SigningKeys` for config and operator mode."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from faststream_callout.errors import ConfigurationError
+from faststream_callout.keys import KeyKind, KeyPair, is_public_key
+from faststream_callout.xkeys import XKeyPair
+
+__all__ = ["CalloutMode", "SigningKeys", "UserSigner"]
+
+
+class CalloutMode(Enum):
+    """How nats-server is configured: ``authorization.auth_callout`` or operator JWTs."""
+
+    CONFIG = "config"
+    OPERATOR = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class UserSigner:
+    """The key that signs user JWTs for one target account.
+
+    ``issuer_account`` is the account's public key when ``key`` is one of its
+    signing keys, and empty when ``key`` is the account key itself.
+    """
+
+    key: KeyPair
+    issuer_account: str = ""
+
+
+class SigningKeys:
+    """The keys of a callout service.
+
+    Config mode (``authorization { auth_callout { issuer: A... } }``): one
+    account key, the ``issuer``, signs every response and every user JWT; the
+    user JWT's ``aud`` names the target account.
+
+    Operator mode: the callout account (or one of its signing keys) signs
+    responses, and each target account's key (or a signing key of it) signs
+    the user JWTs placed there. Build with :meth:`operator`.
+
+    ``xkey`` is the service's curve key when the server is configured with one.
+    ``repr`` shows public keys only.
+    """
+
+    __slots__ = ("_mode", "_response_signer", "_user_signers", "callout_account", "xkey")
+
+    def __init__(self, issuer: KeyPair, *, xkey: XKeyPair | None = None) -> None:
+        if issuer.kind is not KeyKind.ACCOUNT:
+            raise ConfigurationError("the auth callout issuer must be an account key (A...)")
+        self._mode = CalloutMode.CONFIG
+        self.callout_account: str = issuer.public_key
+        self._response_signer = UserSigner(issuer)
+        self._user_signers: dict[str, UserSigner] = {}
+        self.xkey = xkey
+
+    @classmethod
+    def operator(
+        cls,
+        callout_account: KeyPair | str,
+        *,
+        signing_key: KeyPair | None = None,
+        accounts: Mapping[str, KeyPair] | None = None,
+        xkey: XKeyPair | None = None,
+    ) -> SigningKeys:
+        """Keys for operator mode.
+
+        Args:
+            callout_account: the callout account's key pair, or its public key
+                when responses are signed by ``signing_key``.
+            signing_key: a signing key of the callout account to sign responses
+                (and users placed in the callout account) instead of its own key.
+            accounts: target account public key -> the key that issues its
+                users: the account key itself or one of its signing keys.
+            xkey: the curve key named in the account JWT's ``authorization.xkey``.
+
+        """
+        account_pub = (
+            callout_account if isinstance(callout_account, str) else callout_account.public_key
+        )
+        if not is_public_key(account_pub, KeyKind.ACCOUNT):
+            raise ConfigurationError("the callout account must be an account public key (A...)")
+        signer_key = signing_key or (
+            callout_account if isinstance(callout_account, KeyPair) else None
+        )
+        if signer_key is None:
+            raise ConfigurationError(
+                "give the callout account's key pair or one of its signing keys"
+            )
+        self = cls(signer_key, xkey=xkey)
+        self._mode = CalloutMode.OPERATOR
+        self.callout_account = account_pub
+        self._response_signer = _signer(account_pub, signer_key)
+        self._user_signers = {account_pub: self._response_signer}
+        for target, key in (accounts or {}).items():
+            if not is_public_key(target, KeyKind.ACCOUNT):
+                raise ConfigurationError(
+                    "operator-mode target accounts are account public keys (A...)"
+                )
+            if key.kind is not KeyKind.ACCOUNT:
+                raise ConfigurationError("user JWTs are signed by account keys (A...)")
+            self._user_signers[target] = _signer(target, key)
+        return self
+
+    @property
+    def mode(self) -> CalloutMode:
+        """Config or operator mode."""
+        return self._mode
+
+    @property
+    def response_signer(self) -> UserSigner:
+        """The key that signs authorization responses (and how it names its account)."""
+        return self._response_signer
+
+    def user_signer(self, account: str) -> UserSigner | None:
+        """Return the signer of user JWTs placed into ``account``, or ``None`` without a key."""
+        if self._mode is CalloutMode.CONFIG:
+            return self._response_signer
+        return self._user_signers.get(account)
+
+    @property
+    def target_accounts(self) -> frozenset[str]:
+        """Operator mode: the accounts we can place users into. Config mode: empty."""
+        return frozenset(self._user_signers)
+
+    def __repr__(self) -> str:
+        xkey = f", xkey={self.xkey.public_key}" if self.xkey else ""
+        return f"SigningKeys({self._mode.value}, callout_account={self.callout_account}{xkey})"
+
+
+def _signer(account: str, key: KeyPair) -> UserSigner:
+    return UserSigner(key, "" if key.public_key == account else account)

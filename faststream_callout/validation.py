@@ -1,0 +1,111 @@
+"""Checks on user claims.
+
+What nats-io/jwt ``UserClaims.Validate`` checks, and (``strict``) mistakes
+nats-server lets through but that are almost surely bugs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import zoneinfo
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Final
+
+from faststream_callout.claims import Permission, User
+from faststream_callout.keys import KeyKind, is_public_key
+
+__all__ = ["CONNECTION_TYPES", "subject_issue", "user_issues"]
+
+CONNECTION_TYPES: Final = frozenset(
+    {"STANDARD", "WEBSOCKET", "LEAFNODE", "LEAFNODE_WS", "MQTT", "MQTT_WS", "IN_PROCESS"}
+)
+_CLOCK: Final = re.compile(r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d")
+
+
+def subject_issue(subject: str, *, queue_allowed: bool = False, strict: bool = True) -> str | None:
+    """Why ``subject`` is not a valid permission subject, or ``None``.
+
+    nats-io/jwt rejects empty subjects, spaces (except one ``"subject queue"``
+    separator in subscribe permissions), a leading or trailing ``.`` and ``..``.
+    ``strict`` also rejects wildcards inside a token (``foo*``, ``a>``) and
+    ``>`` before the last token: NATS reads those as literals, never as intended.
+    """
+    if not subject:
+        return "subject cannot be empty"
+    name = subject
+    if " " in subject:
+        name, _, queue = subject.partition(" ")
+        if not queue_allowed:
+            return f"subject {subject!r} cannot have spaces"
+        if not name or not queue or " " in queue:
+            return f"queue permission {subject!r} must be 'subject queue'"
+    if name[0] == "." or name[-1] == ".":
+        return f"subject {name!r} cannot start or end with a '.'"
+    if ".." in name:
+        return f"subject {name!r} cannot contain consecutive '.'"
+    if strict:
+        tokens = name.split(".")
+        for index, part in enumerate(tokens):
+            if part in ("*", ">"):
+                if part == ">" and index != len(tokens) - 1:
+                    return f"subject {name!r}: '>' must be the last token"
+            elif "*" in part or ">" in part or "\t" in part or "\n" in part:
+                return f"subject {name!r}: wildcards must be whole tokens"
+    return None
+
+
+def _permission_issues(direction: str, permission: Permission, *, strict: bool) -> Iterator[str]:
+    for kind, subjects in (("allow", permission.allow), ("deny", permission.deny)):
+        for subject in subjects:
+            issue = subject_issue(subject, queue_allowed=direction == "sub", strict=strict)
+            if issue:
+                yield f"{direction}.{kind}: {issue}"
+
+
+@lru_cache(maxsize=256)
+def _zone_issue(name: str) -> str | None:
+    if name in ("", "UTC", "Local"):
+        return None
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"could not parse iana time zone by name: {name!r}"
+    return None
+
+
+def user_issues(user: User, *, strict: bool = True) -> list[str]:
+    """Everything wrong with the ``nats`` part of a user JWT; empty when it is valid.
+
+    With ``strict=False`` only what nats-server (nats-io/jwt v2) rejects is
+    reported; with ``strict=True`` also wildcards that would be read as literals
+    and unknown connection types.
+    """
+    issues = [*_permission_issues("pub", user.pub, strict=strict)]
+    issues += _permission_issues("sub", user.sub, strict=strict)
+    for cidr in user.src:
+        try:
+            if "/" not in cidr:
+                raise ValueError(cidr)
+            ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            issues.append(f"invalid cidr {cidr!r} in user src limits")
+    for window in user.times:
+        if not _CLOCK.fullmatch(window.start):
+            issues.append(f"start in time range is invalid {window.start!r}")
+        if not _CLOCK.fullmatch(window.end):
+            issues.append(f"end in time range is invalid {window.end!r}")
+    zone = _zone_issue(user.times_location)
+    if zone:
+        issues.append(zone)
+    if user.issuer_account and not is_public_key(user.issuer_account, KeyKind.ACCOUNT):
+        issues.append("account_id is not an account public key")
+    if strict and user.resp is not None and (user.resp.max < -1 or user.resp.ttl < 0):
+        issues.append("response permission max and ttl must not be negative")
+    types = [t.upper() for t in user.allowed_connection_types]
+    if types:
+        unknown = [t for t in types if t not in CONNECTION_TYPES]
+        if len(unknown) == len(types) or (strict and unknown):
+            issues.append(f"unknown connection types {unknown}")
+    return issues
