@@ -3,8 +3,9 @@
 Field order follows the Go structs, so what we encode reads like what Go encodes.
 ``omit_defaults`` mirrors Go's ``omitempty``: empty strings, zeros, false and
 empty lists are left out, while struct-typed fields (``pub``, ``sub``,
-``server_id`` ...) are always written, as Go does. Unknown fields from newer
-servers are ignored on decode. ``type`` and ``version`` have no default, so
+``server_id`` ...) are always written, as Go does (msgspec never omits a
+``default_factory`` struct). Unknown fields from newer servers are ignored on
+decode. ``type`` and ``version`` have no default, so
 they are always written and a token without them does not decode.
 """
 
@@ -87,7 +88,7 @@ class ConnectOptions(_Wire, frozen=True, kw_only=True):
     name: str = ""
     lang: str = ""
     version: str = ""
-    protocol: int = 0
+    protocol: int = msgspec.field(default_factory=int)  # Go always writes it (no omitempty)
 
     def __repr__(self) -> str:
         # Credentials stay out of logs and tracebacks.
@@ -97,6 +98,10 @@ class ConnectOptions(_Wire, frozen=True, kw_only=True):
         if hidden:
             body += (", " if body else "") + "with " + "+".join(hidden)
         return f"ConnectOptions({body})"
+
+    def __rich_repr__(self) -> list[tuple[str, object]]:
+        # msgspec's own rich repr would list the credentials.
+        return [(name, getattr(self, name)) for name in ("user", "nkey", "name", "lang")]
 
 
 class ClientTLS(_Wire, frozen=True, kw_only=True):
@@ -111,10 +116,10 @@ class ClientTLS(_Wire, frozen=True, kw_only=True):
 class AuthorizationRequest(_Wire, frozen=True, kw_only=True):
     """The ``nats`` part of an authorization request: what user code decides on."""
 
-    server_id: ServerId = ServerId()
+    server_id: ServerId = msgspec.field(default_factory=ServerId)
     user_nkey: str
-    client_info: ClientInfo = ClientInfo()
-    connect_opts: ConnectOptions = ConnectOptions()
+    client_info: ClientInfo = msgspec.field(default_factory=ClientInfo)
+    connect_opts: ConnectOptions = msgspec.field(default_factory=ConnectOptions)
     client_tls: ClientTLS | None = None
     request_nonce: str = ""
     tags: list[str] = []
@@ -153,8 +158,8 @@ class TimeRange(_Wire, frozen=True, kw_only=True, omit_defaults=False):
 class User(_Wire, frozen=True, kw_only=True):
     """The ``nats`` part of a user JWT."""
 
-    pub: Permission = Permission()
-    sub: Permission = Permission()
+    pub: Permission = msgspec.field(default_factory=Permission)
+    sub: Permission = msgspec.field(default_factory=Permission)
     resp: ResponsePermission | None = None
     src: list[str] = []
     times: list[TimeRange] = []
@@ -198,6 +203,9 @@ class _Claims(_Wire, frozen=True, kw_only=True):
     name: str = ""
     nbf: int = 0
     sub: str = ""
+    # A top-level "type" marks a v1 token, whose signature nats-io/jwt checks
+    # over the payload only; decoding refuses it. Never set when encoding.
+    v1_type: str = msgspec.field(default="", name="type")
 
 
 class AuthorizationRequestClaims(_Claims, frozen=True, kw_only=True):

@@ -187,3 +187,44 @@ class LocalNatsServer:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+@dataclass
+class OperatorServerConfig:
+    """An operator-mode nats-server configuration with a memory resolver.
+
+    Attributes:
+        operator_jwt: the trusted operator JWT.
+        system_account: the system account's public key.
+        account_jwts: account public key -> account JWT, preloaded into the resolver.
+        default_sentinel: a bearer user JWT used for clients that present no JWT
+            (nats-server 2.11.2+); lets user/password and token clients reach the callout.
+        port: the client port; free one by default.
+        extra: raw configuration lines appended at the top level.
+    """
+
+    operator_jwt: str
+    system_account: str
+    account_jwts: dict[str, str] = field(default_factory=dict)
+    default_sentinel: str | None = None
+    port: int = field(default_factory=free_port)
+    server_name: str = "callout-operator-dev"
+    extra: str = ""
+
+    def render(self) -> str:
+        """Return the configuration file text."""
+        preload = "\n".join(f"  {account}: {token}" for account, token in self.account_jwts.items())
+        sentinel = f"default_sentinel: {self.default_sentinel}\n" if self.default_sentinel else ""
+        return (
+            f"listen: 127.0.0.1:{self.port}\n"
+            f"server_name: {_quote(self.server_name)}\n"
+            f"operator: {self.operator_jwt}\n"
+            f"system_account: {self.system_account}\n"
+            "resolver: MEM\n"
+            "resolver_preload: {\n" + preload + "\n}\n" + sentinel + self.extra
+        )
+
+    @property
+    def url(self) -> str:
+        """The client URL of the server."""
+        return f"nats://127.0.0.1:{self.port}"

@@ -25,6 +25,7 @@ from faststream_callout.claims import (
     AuthorizationRequestClaims,
     AuthorizationResponse,
     AuthorizationResponseClaims,
+    ResponsePermission,
     User,
     UserClaims,
 )
@@ -239,26 +240,28 @@ class CalloutPipeline:
         self, request: AuthorizationRequest, identity: Identity, grant: Grant, now: float
     ) -> str:
         keys = self.keys
-        if keys.mode is CalloutMode.OPERATOR and not is_public_key(grant.account, KeyKind.ACCOUNT):
-            raise _Refusal(Outcome.ERROR, "operator-mode grants name the account by its public key")
-        if not grant.account:
-            raise _Refusal(Outcome.ERROR, "grant names no account")
+        problem = keys.placement_issue(grant.account)
         signer = keys.user_signer(grant.account)
-        if signer is None:
-            logger.error("no signing key for account %s; add it to SigningKeys", grant.account)
-            raise _Refusal(Outcome.ERROR, f"no signing key for account {grant.account}")
+        if problem is not None or signer is None:
+            problem = problem or f"no signing key for account {grant.account}"
+            logger.error("cannot place %r: %s", identity.name, problem)
+            raise _Refusal(Outcome.ERROR, problem)
         issued_at = int(now)
         expires = _expiry(grant, issued_at, now)
+        resp = grant.resp
+        if resp is not None:
+            # Go cannot decode a JSON float into an int: force integers.
+            resp = ResponsePermission(max=int(resp.max), ttl=int(resp.ttl))
         user = User(
             pub=grant.pub,
             sub=grant.sub,
-            resp=grant.resp,
+            resp=resp,
             src=list(grant.src),
             times=list(grant.times),
             times_location=grant.times_location,
-            subs=grant.subs,
-            data=grant.data,
-            payload=grant.payload,
+            subs=int(grant.subs),
+            data=int(grant.data),
+            payload=int(grant.payload),
             proxy_required=grant.proxy_required,
             allowed_connection_types=[t.upper() for t in grant.allowed_connection_types],
             issuer_account=signer.issuer_account,
@@ -274,7 +277,7 @@ class CalloutPipeline:
             aud=grant.account if keys.mode is CalloutMode.CONFIG else "",
             exp=expires,
             name=grant.name if grant.name is not None else identity.name,
-            nbf=grant.not_before or 0,
+            nbf=math.ceil(grant.not_before) if grant.not_before else 0,
             sub=request.user_nkey,
             nats=user,
         )
@@ -311,7 +314,8 @@ class CalloutPipeline:
             "ascii"
         )
         if server_xkey is not None and self.keys.xkey is not None:
-            # Verified equal to the signed server_id.xkey before we got here.
+            # Sealed to the header key; for an allowed reply it was verified equal
+            # to the signed server_id.xkey, otherwise the reply is only a denial.
             return self.keys.xkey.seal(token, server_xkey)
         return token
 
@@ -321,7 +325,7 @@ def _expiry(grant: Grant, issued_at: int, now: float) -> int:
     if grant.ttl is not None:
         if grant.ttl <= 0:
             raise _Refusal(Outcome.ERROR, "grant ttl must be positive")
-        candidates.append(issued_at + math.ceil(grant.ttl))
+        candidates.append(math.ceil(now + grant.ttl))
     if grant.expires_at is not None:
         if grant.expires_at <= now:
             raise _Refusal(Outcome.DENIED, "credential expired")

@@ -17,7 +17,9 @@ from faststream_callout.claims import (
     TimeRange,
 )
 
-__all__ = ["Grant", "Identity", "IdentityLookup", "PermissionBuilder"]
+__all__ = ["NO_LIMIT", "Grant", "Identity", "IdentityLookup", "PermissionBuilder"]
+
+NO_LIMIT = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +51,9 @@ class Grant:
         sub: subscribe permissions (``"subject queue"`` entries allowed).
         resp: allow replies to received requests.
         ttl: seconds until the user JWT expires and nats-server disconnects the
-            client; one-second resolution. ``None`` sets no expiry.
+            client. JWT times are whole seconds: ``exp`` is ``now + ttl`` rounded
+            up, so the client gets ``ttl`` to ``ttl + 1`` seconds. ``None`` sets
+            no expiry.
         expires_at: an absolute Unix time the JWT must not outlive (e.g. the
             expiry of the credential the client presented). With ``ttl`` the
             earlier one wins.
@@ -58,8 +62,10 @@ class Grant:
         src: CIDRs (nats-server does not enforce them for callout users).
         times: daily connect windows; ``times_location`` is their IANA zone.
         allowed_connection_types: ``STANDARD``, ``WEBSOCKET``, ``MQTT`` ...
-        subs, data, payload: limits (-1 unlimited; not applied by nats-server
-            to callout users, account limits apply).
+        subs, data, payload: limits, -1 (the default) for unlimited, as Go's
+            ``NewUserClaims`` writes them. nats-server does not apply them to
+            callout users (account limits apply); 0 would mean "none allowed"
+            wherever they are applied.
         proxy_required: the client must come through a trusted proxy (2.12+).
         tags: free-form tags on the user JWT.
 
@@ -71,15 +77,15 @@ class Grant:
     resp: ResponsePermission | None = None
     ttl: float | None = None
     expires_at: float | None = None
-    not_before: int | None = None
+    not_before: float | None = None
     name: str | None = None
     src: tuple[str, ...] = ()
     times: tuple[TimeRange, ...] = ()
     times_location: str = ""
     allowed_connection_types: tuple[str, ...] = ()
-    subs: int = 0
-    data: int = 0
-    payload: int = 0
+    subs: int = NO_LIMIT
+    data: int = NO_LIMIT
+    payload: int = NO_LIMIT
     proxy_required: bool = False
     tags: tuple[str, ...] = ()
 

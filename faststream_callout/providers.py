@@ -63,19 +63,29 @@ class PolicyProvider(Provider):
         override: bool = False,
     ) -> None:
         super().__init__(scope=Scope.APP)
-        provided: list[tuple[type, object | None]] = [
-            (SigningKeys, keys),
-            (IdentityLookup, lookup),
-            (PermissionBuilder, permissions),
-            (CalloutSettings, settings),
+        provided: list[tuple[str, type, object | None]] = [
+            ("keys", SigningKeys, keys),
+            ("lookup", IdentityLookup, lookup),
+            ("permissions", PermissionBuilder, permissions),
+            ("settings", CalloutSettings, settings),
         ]
-        for interface, value in provided:
-            if value is not None:
-                self.provide(_constant(value), provides=interface, override=override)
+        for name, interface, value in provided:
+            if value is None:
+                continue
+            # Catch swapped arguments and classes passed for instances now, not at
+            # every login. The protocols are runtime-checkable (method names only).
+            if isinstance(value, type) or not isinstance(value, interface):
+                raise TypeError(
+                    f"PolicyProvider({name}=...) needs an instance of {interface.__name__}, "
+                    f"got {value!r}"
+                )
+            self.provide(_constant(value, name), provides=interface, override=override)
 
 
-def _constant(value: object) -> Callable[[], object]:
+def _constant(value: object, name: str) -> Callable[[], object]:
     def factory() -> object:
         return value
 
+    # Dishka names factories in its errors: say which argument this was.
+    factory.__qualname__ = factory.__name__ = f"PolicyProvider.{name}"
     return factory

@@ -77,6 +77,13 @@ def callout_router(
         include_in_schema: show the subscriber in the AsyncAPI schema.
 
     """
+    if not isinstance(source, AsyncContainer | CalloutPipeline):
+        raise TypeError(
+            f"callout_router needs a dishka AsyncContainer or a CalloutPipeline, "
+            f"not {type(source).__name__} (use make_async_container, not make_container)"
+        )
+    if max_workers < 1:
+        raise ValueError("max_workers must be at least 1")
     router = NatsRouter()
     pipelines = _PipelineSource(source)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -10,7 +10,9 @@ from faststream_callout.errors import ConfigurationError
 from faststream_callout.keys import KeyKind, KeyPair, is_public_key
 from faststream_callout.xkeys import XKeyPair
 
-__all__ = ["CalloutMode", "SigningKeys", "UserSigner"]
+__all__ = ["ANY_ACCOUNT", "CalloutMode", "SigningKeys", "UserSigner"]
+
+ANY_ACCOUNT = "*"
 
 
 class CalloutMode(Enum):
@@ -47,7 +49,14 @@ class SigningKeys:
     ``repr`` shows public keys only.
     """
 
-    __slots__ = ("_mode", "_response_signer", "_user_signers", "callout_account", "xkey")
+    __slots__ = (
+        "_allowed_accounts",
+        "_mode",
+        "_response_signer",
+        "_user_signers",
+        "callout_account",
+        "xkey",
+    )
 
     def __init__(self, issuer: KeyPair, *, xkey: XKeyPair | None = None) -> None:
         if issuer.kind is not KeyKind.ACCOUNT:
@@ -56,6 +65,7 @@ class SigningKeys:
         self.callout_account: str = issuer.public_key
         self._response_signer = UserSigner(issuer)
         self._user_signers: dict[str, UserSigner] = {}
+        self._allowed_accounts: frozenset[str] | None = None
         self.xkey = xkey
 
     @classmethod
@@ -65,6 +75,7 @@ class SigningKeys:
         *,
         signing_key: KeyPair | None = None,
         accounts: Mapping[str, KeyPair] | None = None,
+        allowed_accounts: Collection[str] | None = None,
         xkey: XKeyPair | None = None,
     ) -> SigningKeys:
         """Keys for operator mode.
@@ -76,6 +87,9 @@ class SigningKeys:
                 (and users placed in the callout account) instead of its own key.
             accounts: target account public key -> the key that issues its
                 users: the account key itself or one of its signing keys.
+            allowed_accounts: the callout account JWT's ``authorization.allowed_accounts``
+                (``["*"]`` for any). Grants for other accounts are refused here,
+                before nats-server would refuse them. Default: the ``accounts`` given.
             xkey: the curve key named in the account JWT's ``authorization.xkey``.
 
         """
@@ -104,6 +118,8 @@ class SigningKeys:
             if key.kind is not KeyKind.ACCOUNT:
                 raise ConfigurationError("user JWTs are signed by account keys (A...)")
             self._user_signers[target] = _signer(target, key)
+        if allowed_accounts is not None:
+            self._allowed_accounts = frozenset(allowed_accounts)
         return self
 
     @property
@@ -121,6 +137,31 @@ class SigningKeys:
         if self._mode is CalloutMode.CONFIG:
             return self._response_signer
         return self._user_signers.get(account)
+
+    def placement_issue(self, account: str) -> str | None:
+        """Why users cannot be placed into ``account``, or ``None`` if they can."""
+        if self._mode is CalloutMode.CONFIG:
+            return None if account else "grant names no account"
+        if not is_public_key(account, KeyKind.ACCOUNT):
+            return "operator-mode grants name the account by its public key (A...)"
+        allowed = self._allowed_accounts
+        if (
+            account != self.callout_account
+            and allowed is not None
+            and allowed != {ANY_ACCOUNT}
+            and account not in allowed
+        ):
+            return f"account {account} is not in the callout account's allowed_accounts"
+        if account not in self._user_signers:
+            return f"no signing key for account {account}"
+        return None
+
+    @property
+    def allowed_accounts(self) -> frozenset[str]:
+        """Operator mode: where users may be placed (``{"*"}`` for any account)."""
+        if self._allowed_accounts is not None:
+            return self._allowed_accounts
+        return frozenset(self._user_signers) - {self.callout_account}
 
     @property
     def target_accounts(self) -> frozenset[str]:

@@ -36,7 +36,7 @@ from faststream_callout.claims import (
 from faststream_callout.errors import InvalidJWTError, InvalidKeyError
 from faststream_callout.keys import KeyKind, KeyPair, is_public_key
 from faststream_callout.router import AUTH_CALLOUT_SUBJECT, XKEY_HEADER
-from faststream_callout.signing import CalloutMode, SigningKeys
+from faststream_callout.signing import ANY_ACCOUNT, CalloutMode, SigningKeys
 from faststream_callout.validation import user_issues
 from faststream_callout.xkeys import XKeyPair
 
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FakeServer", "MintedRequest", "Verdict"]
 
-ANY_ACCOUNT: Final = "*"
 _INVALID: Final = "authorization response had validation errors: "
 _client_ids = itertools.count(1)
 _ClaimsT = TypeVar("_ClaimsT", AuthorizationResponseClaims, UserClaims)
@@ -184,7 +183,7 @@ class FakeServer:
             signing.setdefault(account, set())
             if signer is not None and signer.issuer_account:
                 signing[account].add(signer.key.public_key)
-        allowed = sorted(keys.target_accounts - {keys.callout_account})
+        allowed = sorted(keys.allowed_accounts)
         return cls.operator_mode(
             keys.callout_account,
             accounts=signing,

@@ -21,7 +21,8 @@ __all__ = ["CONNECTION_TYPES", "subject_issue", "user_issues"]
 CONNECTION_TYPES: Final = frozenset(
     {"STANDARD", "WEBSOCKET", "LEAFNODE", "LEAFNODE_WS", "MQTT", "MQTT_WS", "IN_PROCESS"}
 )
-_CLOCK: Final = re.compile(r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d")
+# Go's "15:04:05" layout: the hour may have one digit, minutes and seconds two.
+_CLOCK: Final = re.compile(r"([01]?\d|2[0-3]):[0-5]\d:[0-5]\d")
 
 
 def subject_issue(subject: str, *, queue_allowed: bool = False, strict: bool = True) -> str | None:
@@ -41,6 +42,9 @@ def subject_issue(subject: str, *, queue_allowed: bool = False, strict: bool = T
             return f"subject {subject!r} cannot have spaces"
         if not name or not queue or " " in queue:
             return f"queue permission {subject!r} must be 'subject queue'"
+        # nats-io/jwt checks the queue name like a subject too.
+        if queue[0] == "." or queue[-1] == "." or ".." in queue:
+            return f"queue {queue!r} in {subject!r} is not a valid name"
     if name[0] == "." or name[-1] == ".":
         return f"subject {name!r} cannot start or end with a '.'"
     if ".." in name:
@@ -64,6 +68,18 @@ def _permission_issues(direction: str, permission: Permission, *, strict: bool) 
                 yield f"{direction}.{kind}: {issue}"
 
 
+def _is_cidr(cidr: str) -> bool:
+    # Go's net.ParseCIDR: "address/bits" only; no netmasks, spaces or IPv6 zones.
+    address, _, bits = cidr.partition("/")
+    if not bits.isdigit() or "%" in address or any(c.isspace() for c in cidr):
+        return False
+    try:
+        ipaddress.ip_network(f"{address}/{int(bits)}", strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 @lru_cache(maxsize=256)
 def _zone_issue(name: str) -> str | None:
     if name in ("", "UTC", "Local"):
@@ -84,13 +100,9 @@ def user_issues(user: User, *, strict: bool = True) -> list[str]:
     """
     issues = [*_permission_issues("pub", user.pub, strict=strict)]
     issues += _permission_issues("sub", user.sub, strict=strict)
-    for cidr in user.src:
-        try:
-            if "/" not in cidr:
-                raise ValueError(cidr)
-            ipaddress.ip_network(cidr.strip(), strict=False)
-        except ValueError:
-            issues.append(f"invalid cidr {cidr!r} in user src limits")
+    issues += [
+        f"invalid cidr {cidr!r} in user src limits" for cidr in user.src if not _is_cidr(cidr)
+    ]
     for window in user.times:
         if not _CLOCK.fullmatch(window.start):
             issues.append(f"start in time range is invalid {window.start!r}")

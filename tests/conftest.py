@@ -27,7 +27,12 @@ class TableLookup:
     """Users by password or token; 'boom' makes the lookup fail unexpectedly."""
 
     def __init__(self) -> None:
-        self.passwords = {"alice": "alice-pw", "bob": "bob-pw", "short": "short-pw"}
+        self.passwords = {
+            "alice": "alice-pw",
+            "bob": "bob-pw",
+            "short": "short-pw",
+            "watcher": "watcher-pw",
+        }
         self.tokens = {"tok-carol-123": "carol"}
 
     async def lookup(self, request: AuthorizationRequest) -> Identity:
@@ -44,8 +49,20 @@ class TableLookup:
         raise Denied("bad credentials")
 
 
+USER_INFO_SUBJECT = "$SYS.REQ.USER.INFO"
+
+
 class TablePermissions:
-    """alice -> APP with chat.alice.>; bob -> OTHER; carol -> APP read-only; short -> 2 s."""
+    """Grants by name.
+
+    - alice (the default) -> APP: publish chat.alice.>, news.> and the user-info
+      request, but not chat.secret nor chat.alice.secret (a deny inside an allow);
+      subscribe chat.alice.>, news.>, _INBOX.>, but not news.hidden.
+    - bob -> OTHER, everything.
+    - carol (token) -> APP, read-only on news.>.
+    - watcher -> APP, read-only on chat.> and news.> (an independent observer).
+    - short -> APP, account default permissions, a user JWT valid for 2 s.
+    """
 
     def build(self, identity: Identity, request: AuthorizationRequest) -> Grant:
         name = identity.name
@@ -55,11 +72,20 @@ class TablePermissions:
             return Grant(
                 account="APP", pub=Permission(deny=[">"]), sub=Permission(allow=["news.>"])
             )
+        if name == "watcher":
+            return Grant(
+                account="APP",
+                pub=Permission(deny=[">"]),
+                sub=Permission(allow=["chat.>", "news.>"]),
+            )
         if name == "short":
             return Grant(account="APP", ttl=2)
         return Grant(
             account="APP",
-            pub=Permission(allow=[f"chat.{name}.>", "news.>"], deny=["chat.secret"]),
+            pub=Permission(
+                allow=[f"chat.{name}.>", "news.>", USER_INFO_SUBJECT],
+                deny=["chat.secret", f"chat.{name}.secret"],
+            ),
             sub=Permission(allow=[f"chat.{name}.>", "news.>", "_INBOX.>"], deny=["news.hidden"]),
         )
 
@@ -79,6 +105,10 @@ def pipeline(signing_keys: SigningKeys) -> CalloutPipeline:
     return CalloutPipeline(signing_keys, TableLookup(), TablePermissions())
 
 
+STATIC_USER = "dave"
+STATIC_PASSWORD = "dave-static-pw"
+
+
 @dataclass
 class RealServer:
     server: LocalNatsServer
@@ -91,15 +121,23 @@ class RealServer:
 
 @pytest.fixture(scope="session")
 def real_server(issuer: KeyPair) -> Iterator[RealServer]:
-    config = CalloutServerConfig(issuer=issuer.public_key, accounts={"APP": {}, "OTHER": {}})
+    # dave is a statically configured APP user, deliberately not in auth_users and
+    # unknown to TableLookup: the callout still decides about him (SPEC 1.2).
+    config = CalloutServerConfig(
+        issuer=issuer.public_key,
+        accounts={"APP": {STATIC_USER: STATIC_PASSWORD}, "OTHER": {}},
+    )
     server = LocalNatsServer(config.render(), port=config.port).start()
-    assert server.is_running()
+    assert server.is_running(), server.log()[-2000:]
+    process = server.process
+    assert process is not None
     try:
         yield RealServer(server, config)
+        # A server that crashed mid-session would explain odd failures: say so.
+        assert server.is_running(), f"nats-server died:\n{server.log()[-2000:]}"
     finally:
-        pid = server.pid
-        server.close()
-        assert pid is not None
+        server.close()  # terminate by PID, kill if it lingers
+        assert process.poll() is not None, f"nats-server pid {process.pid} still running"
 
 
 @pytest.fixture(scope="session")
@@ -116,6 +154,11 @@ async def callout_service(
     )
     broker.include_router(callout_router(pipeline))
     await broker.start()
+    # The SUB must reach the server before the first client logs in, or that
+    # login waits out the callout timeout and is refused. nats-py 2.16's flush()
+    # can overtake commands still queued for its flusher: push those out first.
+    await broker.connection._flush_pending(force_flush=True)
+    await broker.connection.flush(timeout=5)
     try:
         yield broker
     finally:
