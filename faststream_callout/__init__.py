@@ -28,6 +28,7 @@ from faststream_callout.policy import Grant, Identity, IdentityLookup, Permissio
 from faststream_callout.providers import CalloutProvider, PolicyProvider
 from faststream_callout.router import AUTH_CALLOUT_SUBJECT, CalloutMessage, callout_router
 from faststream_callout.signing import CalloutMode, SigningKeys, UserSigner
+from faststream_callout.throttle import MemoryThrottle, NoThrottle, Throttle, ThrottlePolicy
 from faststream_callout.xkeys import XKeyPair
 
 __all__ = [
@@ -55,6 +56,8 @@ __all__ = [
     "InvalidKeyError",
     "KeyKind",
     "KeyPair",
+    "MemoryThrottle",
+    "NoThrottle",
     "Outcome",
     "Permission",
     "PermissionBuilder",
@@ -62,6 +65,8 @@ __all__ = [
     "ResponsePermission",
     "ServerId",
     "SigningKeys",
+    "Throttle",
+    "ThrottlePolicy",
     "TimeRange",
     "User",
     "UserClaims",

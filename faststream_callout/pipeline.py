@@ -6,11 +6,13 @@ a reply, and a decision that cannot be made is a denial.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import inspect
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final, TypeVar
@@ -33,11 +35,16 @@ from faststream_callout.errors import Denied, InvalidJWTError, InvalidKeyError
 from faststream_callout.keys import KeyKind, is_public_key
 from faststream_callout.policy import Grant, Identity, IdentityLookup, PermissionBuilder
 from faststream_callout.signing import CalloutMode, SigningKeys
+from faststream_callout.throttle import Throttle, throttle_keys
 from faststream_callout.validation import user_issues
 
 __all__ = ["CalloutPipeline", "CalloutSettings", "Decision", "Outcome"]
 
 logger: Final = logging.getLogger("faststream_callout")
+# One INFO record per decision, with the fields in ``record.callout``; never secrets.
+decision_logger: Final = logging.getLogger("faststream_callout.decisions")
+_THROTTLED_REASON: Final = "too many failed attempts; try again later"
+_TIMEOUT_REASON: Final = "authorization decision timed out"
 
 _T = TypeVar("_T")
 
@@ -53,12 +60,31 @@ class CalloutSettings:
             unexpectedly (the exception itself is only logged).
         strict: also refuse grants nats-server would accept but that are
             almost surely mistakes (``foo*`` wildcards, unknown connection types).
+        max_decision_time: seconds the lookup and permission builder may take
+            together; past it the login is denied (signed, in time).
+        deadline_margin: seconds kept in hand before the request's ``exp`` (the
+            server's deadline) for signing and sending the reply.
+        trusted_servers: server public keys (``N...``) allowed to send requests,
+            or a callable deciding per key; ``None`` trusts any server whose
+            signature verifies. Requests from others get no reply at all.
 
     """
 
     max_request_size: int = 256 * 1024
     error_reason: str = "authorization service error"
     strict: bool = True
+    max_decision_time: float = 1.5
+    deadline_margin: float = 0.25
+    trusted_servers: Collection[str] | Callable[[str], bool] | None = None
+
+    def trusts(self, server: str) -> bool:
+        """Whether requests signed by the server key ``server`` are answered."""
+        trusted = self.trusted_servers
+        if trusted is None:
+            return True
+        if callable(trusted):
+            return bool(trusted(server))
+        return server in trusted
 
 
 class Outcome(Enum):
@@ -67,6 +93,8 @@ class Outcome(Enum):
     ALLOWED = "allowed"
     DENIED = "denied"  # policy said no (Denied raised)
     ERROR = "error"  # policy or grant failed; denied with a generic reason
+    TIMEOUT = "timeout"  # the policy took too long; denied before the server gave up
+    THROTTLED = "throttled"  # too many failed attempts; denied without a lookup
     REJECTED = "rejected"  # the request itself failed verification
 
 
@@ -80,6 +108,7 @@ class Decision:
     request: AuthorizationRequest | None = None
     identity: Identity | None = None
     account: str = ""
+    latency: float = 0.0  # seconds from receipt to reply
 
     @property
     def allowed(self) -> bool:
@@ -109,6 +138,8 @@ class CalloutPipeline:
         lookup: who the client is.
         permissions: what the identity may do.
         settings: tunables.
+        throttle: brute-force protection (see :class:`MemoryThrottle`); ``None`` for none.
+        observers: called with every :class:`Decision` (metrics, audit); must not block.
         clock: returns Unix time in seconds; injectable for tests.
 
     """
@@ -120,12 +151,16 @@ class CalloutPipeline:
         permissions: PermissionBuilder,
         settings: CalloutSettings | None = None,
         *,
+        throttle: Throttle | None = None,
+        observers: Sequence[Callable[[Decision], object]] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = keys
         self.lookup = lookup
         self.permissions = permissions
         self.settings = settings or CalloutSettings()
+        self.throttle = throttle
+        self.observers = list(observers)
         self._clock = clock
 
     async def __call__(self, body: bytes, server_xkey: str | None = None) -> bytes:
@@ -134,11 +169,21 @@ class CalloutPipeline:
 
     async def decide(self, body: bytes, server_xkey: str | None = None) -> Decision:
         """Like calling the pipeline, but also says what was decided and why."""
+        started = time.perf_counter()
         try:
-            return await self._decide(body, server_xkey)
+            decision = await self._decide(body, server_xkey)
         except Exception:  # last line of defence: a bug here must still be a denial
             logger.exception("auth callout pipeline failed; replying with a denial")
-            return Decision(Outcome.ERROR, b"", self.settings.error_reason)
+            decision = Decision(Outcome.ERROR, b"", self.settings.error_reason)
+        decision = dataclasses.replace(decision, latency=time.perf_counter() - started)
+        if decision_logger.isEnabledFor(logging.INFO):
+            _log_decision(decision)
+        for observe in self.observers:
+            try:
+                observe(decision)
+            except Exception:
+                logger.exception("decision observer %r failed", observe)
+        return decision
 
     # -- stages ---------------------------------------------------------------
 
@@ -202,16 +247,25 @@ class CalloutPipeline:
             logger.warning("auth callout request rejected: %s", exc)
             return Decision(Outcome.REJECTED, b"", str(exc))
         request = claims.nats
+        if not self.settings.trusts(claims.iss):
+            logger.warning("auth callout request from untrusted server %s ignored", claims.iss)
+            return Decision(Outcome.REJECTED, b"", "request from an untrusted server")
         problem = self._verify(claims, server_xkey, now)
         if problem is not None:
             logger.warning("auth callout request rejected: %s", problem)
             return self._deny(request, Outcome.REJECTED, problem, server_xkey)
+        keys = throttle_keys(request) if self.throttle is not None else []
+        if keys and await self._throttled(keys):
+            return self._deny(request, Outcome.THROTTLED, _THROTTLED_REASON, server_xkey)
+        # The server gives up at exp (whole seconds, rounded down from its deadline).
+        budget = min(
+            self.settings.max_decision_time, claims.exp - self.settings.deadline_margin - now
+        )
         identity: Identity | None = None
         try:
-            identity = await _resolve(self.lookup.lookup(request))
-            if not isinstance(identity, Identity):
-                raise TypeError(f"IdentityLookup returned {type(identity).__name__}, not Identity")
-            grant: Grant = await _resolve(self.permissions.build(identity, request))
+            async with asyncio.timeout(budget):
+                identity = await self._identify(request, keys)
+                grant: Grant = await _resolve(self.permissions.build(identity, request))
             if not isinstance(grant, Grant):
                 raise TypeError(f"PermissionBuilder returned {type(grant).__name__}, not Grant")
             user_jwt = self._issue(request, identity, grant, now)
@@ -219,11 +273,20 @@ class CalloutPipeline:
             return self._deny(request, Outcome.DENIED, exc.reason, server_xkey, identity)
         except _Refusal as exc:
             return self._deny(request, exc.outcome, exc.reason, server_xkey, identity)
+        except TimeoutError:
+            logger.warning(
+                "auth callout decision for client %s exceeded %.2fs; denying",
+                _client(request),
+                budget,
+            )
+            return self._deny(request, Outcome.TIMEOUT, _TIMEOUT_REASON, server_xkey, identity)
         except Exception:
             logger.exception("auth callout policy failed for client %s; denying", _client(request))
             return self._deny(
                 request, Outcome.ERROR, self.settings.error_reason, server_xkey, identity
             )
+        if keys:
+            await self._tell_throttle("succeeded", keys)
         reply = self._respond(
             request,
             AuthorizationResponse(
@@ -235,6 +298,34 @@ class CalloutPipeline:
             server_xkey,
         )
         return Decision(Outcome.ALLOWED, reply, "", request, identity, grant.account)
+
+    async def _identify(self, request: AuthorizationRequest, keys: list[str]) -> Identity:
+        try:
+            identity: Identity = await _resolve(self.lookup.lookup(request))
+        except Denied:
+            if keys:
+                await self._tell_throttle("failed", keys)
+            raise
+        if not isinstance(identity, Identity):
+            raise TypeError(f"IdentityLookup returned {type(identity).__name__}, not Identity")
+        return identity
+
+    async def _throttled(self, keys: list[str]) -> bool:
+        if self.throttle is None:
+            return False
+        try:
+            wait: object = await _resolve(self.throttle.blocked(keys))
+        except Exception:
+            # A broken rate limiter must not lock everyone out: the lookup still decides.
+            logger.exception("throttle failed; not throttling")
+            return False
+        return isinstance(wait, int | float) and wait > 0
+
+    async def _tell_throttle(self, event: str, keys: list[str]) -> None:
+        try:
+            await _resolve(getattr(self.throttle, event)(keys))
+        except Exception:
+            logger.exception("throttle failed to record a %s login", event)
 
     def _issue(
         self, request: AuthorizationRequest, identity: Identity, grant: Grant, now: float
@@ -332,6 +423,32 @@ def _expiry(grant: Grant, issued_at: int, now: float) -> int:
         # Never outlive the credential: round down.
         candidates.append(max(issued_at, math.floor(grant.expires_at)))
     return min(candidates) if candidates else 0
+
+
+def _log_decision(decision: Decision) -> None:
+    request = decision.request
+    info = request.client_info if request else None
+    fields = {
+        "outcome": decision.outcome.value,
+        "reason": decision.reason,
+        "user": decision.identity.name if decision.identity else (info.user if info else ""),
+        "account": decision.account,
+        "client_host": info.host if info else "",
+        "client_kind": info.kind if info else "",
+        "client_type": info.type if info else "",
+        "server": request.server_id.id if request else "",
+        "latency_ms": round(decision.latency * 1000, 3),
+    }
+    decision_logger.info(
+        "%s user=%r account=%r host=%s reason=%r (%.1f ms)",
+        fields["outcome"],
+        fields["user"],
+        fields["account"],
+        fields["client_host"],
+        fields["reason"],
+        fields["latency_ms"],
+        extra={"callout": fields},
+    )
 
 
 def _client(request: AuthorizationRequest) -> str:

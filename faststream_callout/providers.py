@@ -9,12 +9,13 @@ from dishka import Provider, Scope, provide
 from faststream_callout.pipeline import CalloutPipeline, CalloutSettings
 from faststream_callout.policy import IdentityLookup, PermissionBuilder
 from faststream_callout.signing import SigningKeys
+from faststream_callout.throttle import MemoryThrottle, Throttle
 
 __all__ = ["CalloutProvider", "PolicyProvider"]
 
 
 class CalloutProvider(Provider):
-    """Provides :class:`CalloutPipeline` (APP scope) and default :class:`CalloutSettings`.
+    """Provides the pipeline (APP scope), default settings and an in-memory throttle.
 
     The pipeline depends on :class:`SigningKeys`, :class:`IdentityLookup` and
     :class:`PermissionBuilder`, which you provide (there is no safe default for
@@ -31,15 +32,21 @@ class CalloutProvider(Provider):
         return CalloutSettings()
 
     @provide
+    def throttle(self) -> Throttle:
+        """Brute-force protection in memory; provide ``NoThrottle()`` to turn it off."""
+        return MemoryThrottle()
+
+    @provide
     def pipeline(
         self,
         keys: SigningKeys,
         lookup: IdentityLookup,
         permissions: PermissionBuilder,
         settings: CalloutSettings,
+        throttle: Throttle,
     ) -> CalloutPipeline:
         """Build the pipeline once per container."""
-        return CalloutPipeline(keys, lookup, permissions, settings)
+        return CalloutPipeline(keys, lookup, permissions, settings, throttle=throttle)
 
 
 class PolicyProvider(Provider):
@@ -60,6 +67,7 @@ class PolicyProvider(Provider):
         lookup: IdentityLookup | None = None,
         permissions: PermissionBuilder | None = None,
         settings: CalloutSettings | None = None,
+        throttle: Throttle | None = None,
         override: bool = False,
     ) -> None:
         super().__init__(scope=Scope.APP)
@@ -68,6 +76,7 @@ class PolicyProvider(Provider):
             ("lookup", IdentityLookup, lookup),
             ("permissions", PermissionBuilder, permissions),
             ("settings", CalloutSettings, settings),
+            ("throttle", Throttle, throttle),
         ]
         for name, interface, value in provided:
             if value is None:
