@@ -126,6 +126,21 @@ class AuthorizationRequest(_Wire, frozen=True, kw_only=True):
     type: str
     version: int
 
+    def __repr__(self) -> str:
+        # Servers before 2.10.28/2.11.2 put the token itself in client_info.user.
+        info = self.client_info
+        user = (
+            "[REDACTED]" if info.user and info.user == self.connect_opts.auth_token else info.user
+        )
+        return (
+            f"AuthorizationRequest(server={self.server_id.name or self.server_id.id}, "
+            f"user_nkey={self.user_nkey}, client={user!r}@{info.host} ({info.kind} {info.type}), "
+            f"{self.connect_opts!r}, tls={self.client_tls is not None})"
+        )
+
+    def __rich_repr__(self) -> list[tuple[str, object]]:
+        return [("repr", repr(self))]
+
 
 # --- user JWT (issued by us) ---------------------------------------------------
 

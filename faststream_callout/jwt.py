@@ -22,7 +22,13 @@ from faststream_callout.claims import (
     _Claims,
 )
 from faststream_callout.errors import InvalidJWTError, InvalidKeyError
-from faststream_callout.keys import KeyKind, KeyPair, decode_public_key, verify_signature
+from faststream_callout.keys import (
+    KeyKind,
+    KeyPair,
+    b32encode_nopad,
+    decode_public_key,
+    verify_signature,
+)
 
 __all__ = ["MAX_TOKEN_SIZE", "decode", "encode", "validate_times"]
 
@@ -80,13 +86,7 @@ _TO_STD: Final = bytes.maketrans(b"-_", b"+/")
 def _go_json(data: bytes) -> bytes:
     # Go's encoding/json escapes these (HTML safety); doing the same keeps our
     # payloads and jti byte-identical to nats-io/jwt. They occur only inside strings.
-    if (
-        b"<" in data
-        or b">" in data
-        or b"&" in data
-        or b"\xe2\x80\xa8" in data
-        or b"\xe2\x80\xa9" in data
-    ):
+    if b">" in data or b"<" in data or b"&" in data or b"\xe2\x80" in data:
         for raw, escaped in _GO_ESCAPES:
             data = data.replace(raw, escaped)
     return data
@@ -111,8 +111,7 @@ def _jti(claims: _Claims) -> str:
         nbf=claims.nbf,
         sub=claims.sub,
     )
-    digest = hashlib.new("sha512_256", _go_json(_ENCODER.encode(standard))).digest()
-    return base64.b32encode(digest).decode("ascii").rstrip("=")
+    return b32encode_nopad(hashlib.new("sha512_256", _go_json(_ENCODER.encode(standard))).digest())
 
 
 def encode(claims: ClaimsT, key: KeyPair, *, now: int | None = None) -> str:
@@ -163,8 +162,10 @@ def decode(token: str | bytes, claims_type: type[ClaimsT]) -> ClaimsT:
         claims = _decoder(claims_type).decode(_b64decode(payload_b64))
     except msgspec.ValidationError as exc:
         raise InvalidJWTError(f"JWT claims are invalid: {exc}") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # invalid UTF-8 inside a string
         raise InvalidJWTError("JWT payload is not JSON") from None
+    except RecursionError:  # msgspec's depth guard, even for skipped unknown fields
+        raise InvalidJWTError("JWT payload is nested too deeply") from None
     if claims.v1_type:
         raise InvalidJWTError("claim failed V1 signature verification (top-level type)")
     version = claims.nats.version  # type: ignore[attr-defined]
@@ -188,7 +189,7 @@ def decode(token: str | bytes, claims_type: type[ClaimsT]) -> ClaimsT:
 def _check_header(raw: bytes) -> None:
     try:
         header = _HEADER_DECODER.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise InvalidJWTError("JWT header is not valid JSON") from None
     if header.typ.upper() != "JWT":
         raise InvalidJWTError("not a JWT header")

@@ -7,15 +7,15 @@ prefix byte, the 32 raw bytes and a little-endian CRC16/XMODEM. Unlike the
 
 from __future__ import annotations
 
-import base64
 import binascii
 import enum
 import os
 from functools import lru_cache
+from typing import Final
 
 import nacl.exceptions
 import nacl.signing
-from nkeys import crc16  # type: ignore[import-untyped]
+from nacl.bindings import crypto_sign
 
 from faststream_callout.errors import InvalidKeyError
 
@@ -57,20 +57,39 @@ _LETTERS = {
 _BY_PREFIX = {kind.value: kind for kind in KeyKind}
 
 
-def _b32(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=")
+_B32_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+# base64's base32 is pure Python; these run in C where it matters. Decoding maps
+# the RFC 4648 alphabet onto int()'s base-32 digits; encoding emits 10-bit pairs.
+_TO_INT_DIGITS: Final = bytes.maketrans(_B32_ALPHABET, b"0123456789abcdefghijklmnopqrstuv")
+_B32_PAIRS: Final = [chr(_B32_ALPHABET[i >> 5]) + chr(_B32_ALPHABET[i & 31]) for i in range(1024)]
+
+
+def b32encode_nopad(data: bytes) -> str:
+    """RFC 4648 base32 without padding, as nkeys and ``jti`` use it."""
+    bits = len(data) * 8
+    chars = -(-bits // 5)
+    value = int.from_bytes(data, "big") << (chars * 5 - bits)
+    odd = chars % 2
+    if odd:
+        value <<= 5
+    text = "".join(
+        [_B32_PAIRS[(value >> shift) & 1023] for shift in range((chars + odd) * 5 - 10, -1, -10)]
+    )
+    return text[:-1] if odd else text
 
 
 def _unb32(text: str) -> bytes:
-    try:
-        return base64.b32decode(text + "=" * (-len(text) % 8))
-    except (binascii.Error, ValueError):
-        raise InvalidKeyError("not a valid base32 nkey") from None
+    data = text.encode("ascii", "replace")
+    if not data or data.translate(None, _B32_ALPHABET):
+        raise InvalidKeyError("not a valid base32 nkey")
+    bits = len(data) * 5
+    size = bits // 8
+    return (int(data.translate(_TO_INT_DIGITS), 32) >> (bits - size * 8)).to_bytes(size, "big")
 
 
 def _crc(data: bytes) -> bytes:
-    checksum: int = crc16(data)
-    return checksum.to_bytes(2, "little")
+    # CRC-16/XMODEM, the nkeys checksum; binascii.crc_hqx is the same CRC in C.
+    return binascii.crc_hqx(data, 0).to_bytes(2, "little")
 
 
 def _with_crc(data: bytes) -> bytes:
@@ -87,7 +106,7 @@ def encode_public_key(kind: KeyKind, raw: bytes) -> str:
     """Encode 32 raw public key bytes as an nkey string (``A...``, ``U...``)."""
     if len(raw) != 32:
         raise InvalidKeyError("a public key has 32 bytes")
-    return _b32(_with_crc(bytes([kind.value]) + raw))
+    return b32encode_nopad(_with_crc(bytes([kind.value]) + raw))
 
 
 def encode_seed(kind: KeyKind, raw: bytes) -> str:
@@ -95,7 +114,7 @@ def encode_seed(kind: KeyKind, raw: bytes) -> str:
     if len(raw) != 32:
         raise InvalidKeyError("a seed has 32 bytes")
     header = bytes([_PREFIX_SEED | kind.value >> 5, (kind.value & 31) << 3])
-    return _b32(_with_crc(header + raw))
+    return b32encode_nopad(_with_crc(header + raw))
 
 
 @lru_cache(maxsize=4096)
@@ -163,13 +182,14 @@ class KeyPair:
     public key, and ``seed`` must be asked for by name.
     """
 
-    __slots__ = ("_kind", "_public_key", "_signing_key")
+    __slots__ = ("_kind", "_public_key", "_secret", "_signing_key")
 
     def __init__(self, kind: KeyKind, raw_seed: bytes) -> None:
         if kind is KeyKind.CURVE:
             raise InvalidKeyError("curve keys are xkeys; use XKeyPair")
         self._kind = kind
         self._signing_key = nacl.signing.SigningKey(raw_seed)
+        self._secret = self._signing_key._signing_key  # noqa: SLF001 - libsodium's 64-byte key
         self._public_key = encode_public_key(kind, bytes(self._signing_key.verify_key))
 
     @classmethod
@@ -221,7 +241,8 @@ class KeyPair:
 
     def sign(self, data: bytes) -> bytes:
         """Sign ``data``; returns the 64-byte Ed25519 signature."""
-        return self._signing_key.sign(data).signature
+        # The binding directly: SigningKey.sign wraps the result in a SignedMessage.
+        return crypto_sign(data, self._secret)[:64]
 
     def verify(self, data: bytes, signature: bytes) -> bool:
         """Check a signature made by this key."""

@@ -7,15 +7,16 @@ a reply, and a decision that cannot be made is a denial.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import logging
 import math
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final, TypeVar
+
+import nacl.exceptions
 
 from faststream_callout import jwt
 from faststream_callout.claims import (
@@ -103,7 +104,7 @@ class Decision:
     """The result of one request: the reply bytes and what led to them."""
 
     outcome: Outcome
-    reply: bytes
+    reply: bytes = field(repr=False)  # signed JWTs: kept out of logs and tracebacks
     reason: str = ""
     request: AuthorizationRequest | None = None
     identity: Identity | None = None
@@ -128,6 +129,17 @@ async def _resolve(value: _T | object) -> _T:
     if inspect.isawaitable(value):
         value = await value
     return value  # type: ignore[return-value]
+
+
+async def _by(deadline: float | None, value: object) -> object:
+    # Like _resolve, but an awaitable (a shared throttle store) must finish by the
+    # loop-time ``deadline``: a hanging store must not outlast the request.
+    if not inspect.isawaitable(value):
+        return value
+    if deadline is None:
+        return await value
+    async with asyncio.timeout_at(deadline):
+        return await value
 
 
 class CalloutPipeline:
@@ -175,7 +187,8 @@ class CalloutPipeline:
         except Exception:  # last line of defence: a bug here must still be a denial
             logger.exception("auth callout pipeline failed; replying with a denial")
             decision = Decision(Outcome.ERROR, b"", self.settings.error_reason)
-        decision = dataclasses.replace(decision, latency=time.perf_counter() - started)
+        # Frozen for users; set here once without the cost of dataclasses.replace.
+        object.__setattr__(decision, "latency", time.perf_counter() - started)
         if decision_logger.isEnabledFor(logging.INFO):
             _log_decision(decision)
         for observe in self.observers:
@@ -201,7 +214,7 @@ class CalloutPipeline:
             )
         try:
             return xkey.open(body, server_xkey)
-        except InvalidKeyError as exc:
+        except (InvalidKeyError, nacl.exceptions.CryptoError) as exc:
             raise _Refusal(
                 Outcome.REJECTED,
                 f"cannot decrypt request ({exc}); is the server configured with our xkey "
@@ -255,15 +268,17 @@ class CalloutPipeline:
             logger.warning("auth callout request rejected: %s", problem)
             return self._deny(request, Outcome.REJECTED, problem, server_xkey)
         keys = throttle_keys(request) if self.throttle is not None else []
-        if keys and await self._throttled(keys):
-            return self._deny(request, Outcome.THROTTLED, _THROTTLED_REASON, server_xkey)
         # The server gives up at exp (whole seconds, rounded down from its deadline).
         budget = min(
             self.settings.max_decision_time, claims.exp - self.settings.deadline_margin - now
         )
+        # One deadline for everything that may wait: the throttle store included.
+        deadline = asyncio.get_running_loop().time() + budget
+        if keys and await self._throttled(keys, deadline):
+            return self._deny(request, Outcome.THROTTLED, _THROTTLED_REASON, server_xkey)
         identity: Identity | None = None
         try:
-            async with asyncio.timeout(budget):
+            async with asyncio.timeout_at(deadline):
                 identity = await self._identify(request, keys)
                 grant: Grant = await _resolve(self.permissions.build(identity, request))
             if not isinstance(grant, Grant):
@@ -286,7 +301,7 @@ class CalloutPipeline:
                 request, Outcome.ERROR, self.settings.error_reason, server_xkey, identity
             )
         if keys:
-            await self._tell_throttle("succeeded", keys)
+            await self._tell_throttle("succeeded", keys, deadline)
         reply = self._respond(
             request,
             AuthorizationResponse(
@@ -310,20 +325,23 @@ class CalloutPipeline:
             raise TypeError(f"IdentityLookup returned {type(identity).__name__}, not Identity")
         return identity
 
-    async def _throttled(self, keys: list[str]) -> bool:
+    async def _throttled(self, keys: list[str], deadline: float) -> bool:
         if self.throttle is None:
             return False
         try:
-            wait: object = await _resolve(self.throttle.blocked(keys))
+            wait = await _by(deadline, self.throttle.blocked(keys))
         except Exception:
             # A broken rate limiter must not lock everyone out: the lookup still decides.
             logger.exception("throttle failed; not throttling")
             return False
         return isinstance(wait, int | float) and wait > 0
 
-    async def _tell_throttle(self, event: str, keys: list[str]) -> None:
+    async def _tell_throttle(
+        self, event: str, keys: list[str], deadline: float | None = None
+    ) -> None:
+        # ``failed`` runs inside the decision's timeout; ``succeeded`` gets its own.
         try:
-            await _resolve(getattr(self.throttle, event)(keys))
+            await _by(deadline, getattr(self.throttle, event)(keys))
         except Exception:
             logger.exception("throttle failed to record a %s login", event)
 
@@ -428,10 +446,11 @@ def _expiry(grant: Grant, issued_at: int, now: float) -> int:
 def _log_decision(decision: Decision) -> None:
     request = decision.request
     info = request.client_info if request else None
+    user = _raw_user(request) if request else ""
     fields = {
         "outcome": decision.outcome.value,
         "reason": decision.reason,
-        "user": decision.identity.name if decision.identity else (info.user if info else ""),
+        "user": decision.identity.name if decision.identity else user,
         "account": decision.account,
         "client_host": info.host if info else "",
         "client_kind": info.kind if info else "",
@@ -451,6 +470,14 @@ def _log_decision(decision: Decision) -> None:
     )
 
 
+def _raw_user(request: AuthorizationRequest) -> str:
+    # nats-server before 2.10.28/2.11.2 reported the token itself as the user.
+    user = request.client_info.user
+    token = request.connect_opts.auth_token
+    return "[REDACTED]" if token and user == token else user
+
+
 def _client(request: AuthorizationRequest) -> str:
     info = request.client_info
-    return f"{info.user or '?'}@{info.host or '?'} (cid {info.id}, {info.kind or '?'} {info.type})"
+    user = _raw_user(request)
+    return f"{user or '?'}@{info.host or '?'} (cid {info.id}, {info.kind or '?'} {info.type})"

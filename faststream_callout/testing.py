@@ -90,7 +90,8 @@ class Verdict:
     reason: str = ""
     account: str = ""
     user: UserClaims | None = None
-    response: AuthorizationResponseClaims | None = None
+    # Not in the repr: it holds the signed user JWT.
+    response: AuthorizationResponseClaims | None = field(default=None, repr=False)
     encrypted: bool = False
     invalid: bool = False
 

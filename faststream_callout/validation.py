@@ -25,6 +25,7 @@ CONNECTION_TYPES: Final = frozenset(
 _CLOCK: Final = re.compile(r"([01]?\d|2[0-3]):[0-5]\d:[0-5]\d")
 
 
+@lru_cache(maxsize=8192)  # grants repeat the same subjects login after login
 def subject_issue(subject: str, *, queue_allowed: bool = False, strict: bool = True) -> str | None:
     """Why ``subject`` is not a valid permission subject, or ``None``.
 
