@@ -73,7 +73,9 @@ def run_bound(requests, reply_size: int, user_size: int, xkey: bool) -> float:
     verify_key = server_key.verify_key
     signed = [server_key.sign(os.urandom(len(body))) for body, _ in requests]
     user_input, reply_input = os.urandom(user_size), os.urandom(reply_size)
-    box = nacl.public.Box(nacl.public.PrivateKey.generate(), nacl.public.PrivateKey.generate().public_key)
+    box = nacl.public.Box(
+        nacl.public.PrivateKey.generate(), nacl.public.PrivateKey.generate().public_key
+    )
     sealed = [box.encrypt(os.urandom(len(body))) for body, _ in requests] if xkey else []
     nonce = os.urandom(24)
     started = time.perf_counter()

@@ -63,8 +63,11 @@ class CalloutSettings:
             almost surely mistakes (``foo*`` wildcards, unknown connection types).
         max_decision_time: seconds the lookup and permission builder may take
             together; past it the login is denied (signed, in time).
-        deadline_margin: seconds kept in hand before the request's ``exp`` (the
-            server's deadline) for signing and sending the reply.
+        deadline_margin: seconds kept in hand before the server's deadline for
+            signing and sending the reply.
+        auth_timeout: nats-server's ``authorization.timeout`` (2 s by default,
+            3 s with TLS). With ``exp`` from the request it places the server's
+            deadline; set it to match the server configuration.
         trusted_servers: server public keys (``N...``) allowed to send requests,
             or a callable deciding per key; ``None`` trusts any server whose
             signature verifies. Requests from others get no reply at all.
@@ -76,6 +79,7 @@ class CalloutSettings:
     strict: bool = True
     max_decision_time: float = 1.5
     deadline_margin: float = 0.25
+    auth_timeout: float = 2.0
     trusted_servers: Collection[str] | Callable[[str], bool] | None = None
 
     def trusts(self, server: str) -> bool:
@@ -268,10 +272,7 @@ class CalloutPipeline:
             logger.warning("auth callout request rejected: %s", problem)
             return self._deny(request, Outcome.REJECTED, problem, server_xkey)
         keys = throttle_keys(request) if self.throttle is not None else []
-        # The server gives up at exp (whole seconds, rounded down from its deadline).
-        budget = min(
-            self.settings.max_decision_time, claims.exp - self.settings.deadline_margin - now
-        )
+        budget = self._budget(claims.exp, now)
         # One deadline for everything that may wait: the throttle store included.
         deadline = asyncio.get_running_loop().time() + budget
         if keys and await self._throttled(keys, deadline):
@@ -324,6 +325,19 @@ class CalloutPipeline:
         if not isinstance(identity, Identity):
             raise TypeError(f"IdentityLookup returned {type(identity).__name__}, not Identity")
         return identity
+
+    def _budget(self, exp: int, now: float) -> float:
+        """Seconds the policy may take for a request received at ``now``.
+
+        nats-server gives up ``authorization.timeout`` after it sent the request
+        and writes ``exp`` as that instant rounded *down* to whole seconds, so
+        its real deadline lies in ``[exp, exp + 1)``: ``exp`` alone would cut
+        up to a second off. The receipt time plus the configured timeout is at
+        or after the real deadline only by the (small) transit time.
+        """
+        settings = self.settings
+        server_deadline = min(now + settings.auth_timeout, exp + 1)
+        return min(settings.max_decision_time, server_deadline - settings.deadline_margin - now)
 
     async def _throttled(self, keys: list[str], deadline: float) -> bool:
         if self.throttle is None:

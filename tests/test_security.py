@@ -275,27 +275,29 @@ async def test_slow_policy_gets_a_signed_denial_in_time(
 @pytest.mark.parametrize(
     "case",
     [
-        (1.75, 0.1, 0.25, 0.1),  # a fresh request: the cap decides
-        (0.45, 5.0, 0.25, 0.2),  # close to exp: exp - margin - now decides
-        (0.5, 5.0, 0.1, 0.4),
-        (0.3, 0.25, 0.15, 0.15),
+        (1.75, 0.1, 0.25, 2.0, 0.1),  # a fresh request: the cap decides
+        (0.45, 5.0, 0.25, 0.5, 0.25),  # receipt + auth_timeout - margin decides
+        (0.5, 5.0, 0.1, 0.4, 0.3),
+        (0.3, 0.25, 0.15, 2.0, 0.25),  # the cap again
+        (0.2, 5.0, 0.8, 5.0, 0.4),  # exp + 1 (the latest the server can wait) decides
     ],
 )
-async def test_budget_is_the_cap_or_the_time_left_before_exp(
+async def test_budget_is_the_cap_or_the_time_left_before_the_server_deadline(
     keys: SigningKeys,
     server: FakeServer,
     caplog: Any,
     case: tuple[float, float, float, float],
 ) -> None:
-    # (seconds before exp, max_decision_time, deadline_margin, the budget that results)
-    before_exp, max_decision_time, margin, budget = case
+    # (seconds before exp, max_decision_time, deadline_margin, auth_timeout, resulting budget)
+    before_exp, max_decision_time, margin, auth_timeout, budget = case
     caplog.set_level(logging.WARNING, logger=LOGGER)
     minted = server.request(user="alice", password=PASSWORD, now=T)
     assert minted.claims.exp == NOW + 2
     now = minted.claims.exp - before_exp
-    settings = CalloutSettings(max_decision_time=max_decision_time, deadline_margin=margin)
+    settings = CalloutSettings(
+        max_decision_time=max_decision_time, deadline_margin=margin, auth_timeout=auth_timeout
+    )
     pipeline = make(keys, lookup=Lookup(delay=30.0), settings=settings, clock=lambda: now)
-    assert budget == pytest.approx(min(max_decision_time, minted.claims.exp - margin - now))
     started = time.perf_counter()
     decision = await pipeline.decide(minted.body)
     wall = time.perf_counter() - started
@@ -317,11 +319,12 @@ async def test_policy_within_budget_is_allowed(keys: SigningKeys, server: FakeSe
     assert verdict.allowed, verdict.reason
 
 
-async def test_no_time_left_at_exp_denies_at_once(keys: SigningKeys, server: FakeServer) -> None:
-    # At exp the request is still valid (exp == now), but the margin is used up.
+async def test_no_time_left_denies_at_once(keys: SigningKeys, server: FakeServer) -> None:
+    # A server timeout shorter than the margin: the request is valid but no time is left.
     minted = server.request(user="alice", password=PASSWORD, now=T)
     now = float(minted.claims.exp)
-    pipeline = make(keys, lookup=Lookup(delay=30.0), clock=lambda: now)
+    settings = CalloutSettings(auth_timeout=0.2)
+    pipeline = make(keys, lookup=Lookup(delay=30.0), settings=settings, clock=lambda: now)
     started = time.perf_counter()
     decision = await pipeline.decide(minted.body)
     assert time.perf_counter() - started < 0.1
