@@ -21,6 +21,7 @@ from faststream_callout.errors import (
     Denied,
     InvalidJWTError,
     InvalidKeyError,
+    NotApplicable,
 )
 from faststream_callout.keys import KeyKind, KeyPair
 from faststream_callout.pipeline import CalloutPipeline, CalloutSettings, Decision, Outcome
@@ -58,6 +59,7 @@ __all__ = [
     "KeyPair",
     "MemoryThrottle",
     "NoThrottle",
+    "NotApplicable",
     "Outcome",
     "Permission",
     "PermissionBuilder",

@@ -11,6 +11,7 @@ __all__ = [
     "Denied",
     "InvalidJWTError",
     "InvalidKeyError",
+    "NotApplicable",
 ]
 
 
@@ -45,3 +46,17 @@ class Denied(Exception):  # noqa: N818 - reads as an outcome: ``raise Denied("..
     def __init__(self, reason: str = "not authorized") -> None:
         super().__init__(reason)
         self.reason = reason or "not authorized"
+
+
+class NotApplicable(Denied):
+    """Raised by a lookup for credentials it does not handle ("not mine").
+
+    Examples: no token was sent to a token lookup, the user is not in this
+    table, the password is not a JWT. ``FirstMatch`` (in
+    ``faststream_callout.batteries``) then asks the next lookup; anywhere else
+    it denies like :class:`Denied`. Wrong credentials for a user the lookup
+    *does* know are a plain ``Denied``, which stops ``FirstMatch``.
+
+    Args:
+        reason: why the lookup passed, e.g. ``"no token presented"``; never a secret.
+    """

@@ -65,6 +65,9 @@ class CalloutSettings:
             together; past it the login is denied (signed, in time).
         deadline_margin: seconds kept in hand before the server's deadline for
             signing and sending the reply.
+        default_ttl: seconds a grant lives when it sets neither ``ttl`` nor
+            ``expires_at``; ``None`` lets such grants live as long as the connection.
+        max_ttl: a cap on every grant's lifetime, in seconds.
         auth_timeout: nats-server's ``authorization.timeout`` (2 s by default,
             3 s with TLS). With ``exp`` from the request it places the server's
             deadline; set it to match the server configuration.
@@ -80,6 +83,8 @@ class CalloutSettings:
     max_decision_time: float = 1.5
     deadline_margin: float = 0.25
     auth_timeout: float = 2.0
+    default_ttl: float | None = None
+    max_ttl: float | None = None
     trusted_servers: Collection[str] | Callable[[str], bool] | None = None
 
     def trusts(self, server: str) -> bool:
@@ -370,7 +375,7 @@ class CalloutPipeline:
             logger.error("cannot place %r: %s", identity.name, problem)
             raise _Refusal(Outcome.ERROR, problem)
         issued_at = int(now)
-        expires = _expiry(grant, issued_at, now)
+        expires = _expiry(grant, issued_at, now, self.settings)
         resp = grant.resp
         if resp is not None:
             # Go cannot decode a JSON float into an int: force integers.
@@ -393,6 +398,16 @@ class CalloutPipeline:
             version=CLAIMS_VERSION,
         )
         issues = user_issues(user, strict=self.settings.strict)
+        if (
+            self.settings.strict
+            and not grant.account_defaults
+            and not (user.pub.allow or user.pub.deny or user.sub.allow or user.sub.deny)
+            and user.resp is None
+        ):
+            issues.append(
+                "grant sets no permissions, so the account defaults (often everything) apply; "
+                "set pub/sub, or account_defaults=True to mean it"
+            )
         if issues:
             logger.error("grant for %r is invalid: %s", identity.name, "; ".join(issues))
             raise _Refusal(Outcome.ERROR, f"invalid grant: {issues[0]}")
@@ -443,8 +458,12 @@ class CalloutPipeline:
         return token
 
 
-def _expiry(grant: Grant, issued_at: int, now: float) -> int:
+def _expiry(grant: Grant, issued_at: int, now: float, settings: CalloutSettings) -> int:
     candidates: list[int] = []
+    if settings.max_ttl is not None:
+        candidates.append(math.ceil(now + settings.max_ttl))
+    if grant.ttl is None and grant.expires_at is None and settings.default_ttl is not None:
+        candidates.append(math.ceil(now + settings.default_ttl))
     if grant.ttl is not None:
         if grant.ttl <= 0:
             raise _Refusal(Outcome.ERROR, "grant ttl must be positive")

@@ -88,6 +88,7 @@ class Grant:
     payload: int = NO_LIMIT
     proxy_required: bool = False
     tags: tuple[str, ...] = ()
+    account_defaults: bool = False
 
 
 @runtime_checkable

@@ -56,8 +56,10 @@ def subject_issue(subject: str, *, queue_allowed: bool = False, strict: bool = T
             if part in ("*", ">"):
                 if part == ">" and index != len(tokens) - 1:
                     return f"subject {name!r}: '>' must be the last token"
-            elif "*" in part or ">" in part or "\t" in part or "\n" in part:
+            elif "*" in part or ">" in part:
                 return f"subject {name!r}: wildcards must be whole tokens"
+            elif not part.isprintable():
+                return f"subject {name!r} contains control characters"
     return None
 
 

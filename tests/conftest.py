@@ -79,7 +79,7 @@ class TablePermissions:
                 sub=Permission(allow=["chat.>", "news.>"]),
             )
         if name == "short":
-            return Grant(account="APP", ttl=2)
+            return Grant(account="APP", ttl=2, account_defaults=True)
         return Grant(
             account="APP",
             pub=Permission(

@@ -102,7 +102,7 @@ def make_pipeline(
 
 
 def grant(**fields: Any) -> BuildFn:
-    return lambda identity, request: Grant(**{"account": "APP", **fields})
+    return lambda identity, request: Grant(**{"account": "APP", "account_defaults": True, **fields})
 
 
 async def login(

@@ -1,0 +1,111 @@
+"""Batteries: ready-made identity lookups and permission builders.
+
+Enable one in a line, e.g.::
+
+    PolicyProvider(
+        lookup=StaticTable.from_file("users.toml"),
+        permissions=RoleBasedPermissions({"chat": PermissionSet(pub=["chat.{user}.>"])},
+                                         account="APP"),
+    )
+
+==================================  ======================================  =========
+battery                             what it does                            extra
+==================================  ======================================  =========
+:class:`StaticTable`                users (argon2id/bcrypt) and tokens      ``table``
+:class:`OIDCLookup`                 bearer JWT / OIDC access tokens (JWKS)  ``oidc``
+:class:`NKeyLookup`                 nkey nonce signatures                   --
+:class:`ClientCertificateLookup`    TLS client certificates                 ``tls``
+:class:`FirstMatch`                 try lookups in order                    --
+:class:`ByCredential`               choose a lookup by credential kind      --
+:class:`RoleBasedPermissions`       roles -> permission sets, templates     --
+==================================  ======================================  =========
+
+Batteries with an extra are imported on first use: ``import faststream_callout``
+and this package work without them, and using one whose extra is missing
+raises an ImportError naming the extra (``pip install faststream-callout[oidc]``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from faststream_callout.batteries._common import EXPIRES_AT
+from faststream_callout.batteries.compose import (
+    CREDENTIAL_KINDS,
+    ByCredential,
+    CredentialKind,
+    FirstMatch,
+    NotApplicable,
+    presented_credentials,
+)
+from faststream_callout.batteries.nkey import NKeyLookup
+from faststream_callout.batteries.permissions import (
+    PermissionSet,
+    RoleBasedPermissions,
+    connection_types_of,
+    safe_token,
+)
+
+if TYPE_CHECKING:
+    from faststream_callout.batteries.oidc import JWKSCache, OIDCLookup
+    from faststream_callout.batteries.table import (
+        StaticTable,
+        TableToken,
+        TableUser,
+        hash_password,
+        hash_token,
+        new_token,
+    )
+    from faststream_callout.batteries.tls import ClientCertificate, ClientCertificateLookup
+
+__all__ = [
+    "CREDENTIAL_KINDS",
+    "EXPIRES_AT",
+    "ByCredential",
+    "ClientCertificate",
+    "ClientCertificateLookup",
+    "CredentialKind",
+    "FirstMatch",
+    "JWKSCache",
+    "NKeyLookup",
+    "NotApplicable",
+    "OIDCLookup",
+    "PermissionSet",
+    "RoleBasedPermissions",
+    "StaticTable",
+    "TableToken",
+    "TableUser",
+    "connection_types_of",
+    "hash_password",
+    "hash_token",
+    "new_token",
+    "presented_credentials",
+    "safe_token",
+]
+
+_LAZY = {
+    "StaticTable": "table",
+    "TableToken": "table",
+    "TableUser": "table",
+    "hash_password": "table",
+    "hash_token": "table",
+    "new_token": "table",
+    "OIDCLookup": "oidc",
+    "JWKSCache": "oidc",
+    "ClientCertificate": "tls",
+    "ClientCertificateLookup": "tls",
+}
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - module attributes of any type
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
