@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -11,7 +11,9 @@ from dishka import AsyncContainer
 from faststream.message import StreamMessage
 from faststream.nats import NatsRouter
 
-from faststream_callout.pipeline import CalloutPipeline
+from faststream_callout.discovery import CalloutService, add_discovery_subscribers
+from faststream_callout.feedback import ServerFeedback, add_feedback_subscriber
+from faststream_callout.pipeline import CalloutPipeline, Decision
 
 __all__ = ["AUTH_CALLOUT_SUBJECT", "XKEY_HEADER", "CalloutMessage", "callout_router"]
 
@@ -40,18 +42,32 @@ async def _decode(message: StreamMessage[Any]) -> CalloutMessage:
 
 
 class _PipelineSource:
-    __slots__ = ("_container", "pipeline")
+    __slots__ = ("_container", "_observers", "pipeline")
 
-    def __init__(self, source: AsyncContainer | CalloutPipeline) -> None:
-        self.pipeline = source if isinstance(source, CalloutPipeline) else None
+    def __init__(
+        self,
+        source: AsyncContainer | CalloutPipeline,
+        observers: Sequence[Callable[[Decision], object]],
+    ) -> None:
+        self._observers = observers  # attached to the pipeline once there is one
+        self.pipeline = (
+            _observed(source, observers) if isinstance(source, CalloutPipeline) else None
+        )
         self._container = None if isinstance(source, CalloutPipeline) else source
 
     async def get(self) -> CalloutPipeline:
         if self.pipeline is None and self._container is not None:
-            self.pipeline = await self._container.get(CalloutPipeline)
+            self.pipeline = _observed(await self._container.get(CalloutPipeline), self._observers)
         if self.pipeline is None:
             raise RuntimeError("no pipeline source")
         return self.pipeline
+
+
+def _observed(
+    pipeline: CalloutPipeline, observers: Sequence[Callable[[Decision], object]]
+) -> CalloutPipeline:
+    pipeline.observers.extend(o for o in observers if o not in pipeline.observers)
+    return pipeline
 
 
 def callout_router(
@@ -61,6 +77,8 @@ def callout_router(
     queue: str = "faststream-callout",
     max_workers: int = 32,
     include_in_schema: bool = True,
+    feedback: ServerFeedback | bool = False,
+    service: CalloutService | str | None = None,
 ) -> NatsRouter:
     """Build a fresh :class:`NatsRouter` that answers auth callout requests.
 
@@ -75,6 +93,13 @@ def callout_router(
         queue: the queue group, so several instances share the load.
         max_workers: requests handled concurrently per instance (lookups wait on I/O).
         include_in_schema: show the subscriber in the AsyncAPI schema.
+        feedback: also log why nats-server refused logins we allowed (see
+            :class:`ServerFeedback`; ``True`` for a default one). Off by default:
+            it subscribes to ``$SYS.ACCOUNT.CLIENT.AUTH.ERR``.
+        service: also answer ``$SRV.PING/INFO/STATS`` as a NATS micro service of
+            this name (or this :class:`CalloutService`). Off by default: it
+            subscribes to ``$SRV.>`` subjects and shows name and version to the
+            callout account.
 
     """
     if not isinstance(source, AsyncContainer | CalloutPipeline):
@@ -85,7 +110,14 @@ def callout_router(
     if max_workers < 1:
         raise ValueError("max_workers must be at least 1")
     router = NatsRouter()
-    pipelines = _PipelineSource(source)
+    if feedback is True:
+        feedback = ServerFeedback()
+    if isinstance(service, str):
+        service = CalloutService(service)
+    if service is not None:  # report the endpoint this router really serves
+        service.subject, service.queue_group = subject, queue
+    extras = [x for x in (feedback, service) if isinstance(x, ServerFeedback | CalloutService)]
+    pipelines = _PipelineSource(source, extras)
 
     @router.subscriber(
         subject,
@@ -106,4 +138,8 @@ def callout_router(
             return b""
         return await pipeline(message.body, message.server_xkey)
 
+    if isinstance(feedback, ServerFeedback):
+        add_feedback_subscriber(router, feedback, include_in_schema=include_in_schema)
+    if service is not None:
+        add_discovery_subscribers(router, service, include_in_schema=include_in_schema)
     return router

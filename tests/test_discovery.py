@@ -1,0 +1,236 @@
+"""The callout as a NATS micro service: $SRV.PING/INFO/STATS through a real nats-server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import nats
+import pytest
+from faststream.nats import NatsBroker
+from faststream.security import SASLPlaintext
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.micro.service import ServiceInfo, ServicePing, ServiceStats
+
+from faststream_callout import (
+    CalloutPipeline,
+    Denied,
+    Grant,
+    Identity,
+    KeyPair,
+    Permission,
+    SigningKeys,
+    callout_router,
+)
+from faststream_callout.claims import AuthorizationRequest
+from faststream_callout.discovery import CalloutService
+from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.pipeline import Decision, Outcome
+
+NAME = "auth-callout"
+QUEUE = "callout-q"
+
+
+class Lookup:
+    async def lookup(self, request: AuthorizationRequest) -> Identity:
+        user = request.connect_opts.user
+        if user == "boom":
+            raise RuntimeError("database is down")
+        if user == "alice":
+            return Identity(user)
+        raise Denied("bad credentials")
+
+
+class Permissions:
+    def build(self, identity: Identity, request: AuthorizationRequest) -> Grant:
+        return Grant(account="APP", pub=Permission(allow=["x.>"]))
+
+
+@pytest.fixture(scope="module")
+def srv_config() -> Iterator[tuple[CalloutServerConfig, KeyPair]]:
+    issuer = KeyPair.create_account()
+    config = CalloutServerConfig(issuer=issuer.public_key, accounts={"APP": {}})
+    server = LocalNatsServer(config.render(), port=config.port).start()
+    assert server.is_running(), server.log()[-2000:]
+    try:
+        yield config, issuer
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+async def srv_service(srv_config: tuple[CalloutServerConfig, KeyPair]) -> AsyncIterator[None]:
+    config, issuer = srv_config
+    pipeline = CalloutPipeline(SigningKeys(issuer), Lookup(), Permissions())
+    broker = NatsBroker(
+        config.url,
+        security=SASLPlaintext(username=config.auth_user, password=config.auth_password),
+        logger=None,
+    )
+    broker.include_router(
+        callout_router(pipeline, queue=QUEUE, service=NAME, include_in_schema=False)
+    )
+    await broker.start()
+    await broker.connection._flush_pending(force_flush=True)
+    await broker.connection.flush(timeout=5)
+    try:
+        yield
+    finally:
+        await broker.stop()
+
+
+@pytest.fixture
+async def client(srv_config, srv_service) -> AsyncIterator[Client]:
+    """A plain nats-py client: the callout account's auth user (the service's account)."""
+    config, _ = srv_config
+    nc = await nats.connect(config.url, user=config.auth_user, password=config.auth_password)
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+async def ask(nc: Client, subject: str) -> dict[str, Any]:
+    reply = await nc.request(subject, b"", timeout=2)
+    body: dict[str, Any] = json.loads(reply.data)
+    return body
+
+
+async def _ignore(_: Exception) -> None:
+    pass
+
+
+async def log_in(url: str, user: str) -> bool:
+    try:
+        nc = await nats.connect(
+            url,
+            user=user,
+            password="pw",
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            connect_timeout=3,
+            error_cb=_ignore,
+        )
+    except NatsError:
+        return False
+    await nc.close()
+    return True
+
+
+async def test_ping_info_stats_on_every_subject_variant(client):
+    ping = await ask(client, "$SRV.PING")
+    assert ping["type"] == "io.nats.micro.v1.ping_response"
+    assert ping["name"] == NAME
+    assert set(ping) == {"type", "id", "name", "version", "metadata"}
+    service_id = ping["id"]
+    ServicePing.from_dict(ping)  # nats.micro reads it back
+    for verb in ("PING", "INFO", "STATS"):
+        for subject in (f"$SRV.{verb}", f"$SRV.{verb}.{NAME}", f"$SRV.{verb}.{NAME}.{service_id}"):
+            body = await ask(client, subject)
+            assert body["type"] == f"io.nats.micro.v1.{verb.lower()}_response", subject
+            assert (body["id"], body["name"]) == (service_id, NAME)
+
+
+async def test_info_lists_the_callout_endpoint(client):
+    info = await ask(client, f"$SRV.INFO.{NAME}")
+    parsed = ServiceInfo.from_dict(info)
+    assert parsed.version == info["version"] == "0.1.0"
+    assert [e.to_dict() for e in parsed.endpoints] == [
+        {
+            "name": "authorize",
+            "subject": "$SYS.REQ.USER.AUTH",
+            "queue_group": QUEUE,
+            "metadata": {},
+        }
+    ]
+    assert set(info) == {"type", "id", "name", "version", "description", "endpoints", "metadata"}
+
+
+async def test_stats_count_logins(srv_config, client):
+    config, _ = srv_config
+    before = (await ask(client, f"$SRV.STATS.{NAME}"))["endpoints"][0]
+    assert await log_in(config.url, "alice")
+    assert not await log_in(config.url, "mallory")  # a denial: a normal answer
+    assert not await log_in(config.url, "boom")  # the lookup fails: an error
+    stats = await ask(client, f"$SRV.STATS.{NAME}")
+    parsed = ServiceStats.from_dict(stats)  # nats.micro parses `started`
+    assert parsed.started <= datetime.now(UTC).replace(tzinfo=None)
+    endpoint = stats["endpoints"][0]
+    assert set(endpoint) == {
+        "name",
+        "subject",
+        "queue_group",
+        "num_requests",
+        "num_errors",
+        "last_error",
+        "processing_time",
+        "average_processing_time",
+        "data",
+    }
+    assert endpoint["subject"] == "$SYS.REQ.USER.AUTH"
+    assert endpoint["queue_group"] == QUEUE
+    assert endpoint["num_requests"] == before["num_requests"] + 3
+    assert endpoint["num_errors"] == before["num_errors"] + 1
+    assert endpoint["last_error"] == "error: authorization service error"
+    assert endpoint["processing_time"] > before["processing_time"]
+    assert endpoint["average_processing_time"] == (
+        endpoint["processing_time"] // endpoint["num_requests"]
+    )
+    assert endpoint["data"]["allowed"] == before["data"]["allowed"] + 1
+    assert endpoint["data"]["denied"] == before["data"]["denied"] + 1
+
+
+async def test_other_service_names_are_not_answered(client):
+    with pytest.raises(nats.errors.NoRespondersError):
+        await client.request(f"$SRV.PING.other-{NAME}", b"", timeout=1)
+
+
+# -- without a server --------------------------------------------------------------
+
+
+def test_counts_and_average():
+    service = CalloutService("svc", version="1.2.3", id="ID1", metadata={"k": "v"})
+    assert service.stats()["endpoints"][0]["average_processing_time"] == 0
+    for outcome, latency in [(Outcome.ALLOWED, 0.001), (Outcome.TIMEOUT, 0.003)]:
+        service(Decision(outcome, b"", "slow", latency=latency))
+    endpoint = service.stats()["endpoints"][0]
+    assert endpoint["num_requests"] == 2
+    assert endpoint["num_errors"] == 1
+    assert endpoint["last_error"] == "timeout: slow"
+    assert endpoint["processing_time"] == pytest.approx(4_000_000, abs=2)
+    assert endpoint["average_processing_time"] == pytest.approx(2_000_000, abs=2)
+    assert service.ping()["metadata"] == {"k": "v"}
+    assert service.control_subjects("PING") == ["$SRV.PING", "$SRV.PING.svc", "$SRV.PING.svc.ID1"]
+    service.reset()
+    assert service.stats()["endpoints"][0]["num_requests"] == 0
+
+
+def test_generated_ids_are_unique_subject_tokens():
+    ids = {CalloutService().id for _ in range(20)}
+    assert len(ids) == 20
+    assert all(len(i) == 22 and i.isalnum() for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"name": "auth callout"}, "name"),
+        ({"name": "a.b"}, "name"),
+        ({"version": "1.0"}, "version"),
+        ({"id": "x.y"}, "id"),
+    ],
+)
+def test_invalid_identity(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CalloutService(**kwargs)
+
+
+def test_router_reports_its_own_subject_and_queue():
+    service = CalloutService("svc")
+    pipeline = CalloutPipeline(SigningKeys(KeyPair.create_account()), Lookup(), Permissions())
+    callout_router(pipeline, subject="custom.auth", queue="qq", service=service)
+    assert (service.subject, service.queue_group) == ("custom.auth", "qq")
+    assert service in pipeline.observers

@@ -1,0 +1,285 @@
+"""Server feedback: refusals of logins we allowed, provoked on a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import nats
+import pytest
+from faststream.nats import NatsBroker
+from faststream.security import SASLPlaintext
+from nats.errors import Error as NatsError
+from natstools import settle
+
+from faststream_callout import (
+    CalloutPipeline,
+    Denied,
+    Grant,
+    Identity,
+    KeyPair,
+    Permission,
+    SigningKeys,
+    callout_router,
+)
+from faststream_callout.claims import AuthorizationRequest, ClientInfo, ServerId
+from faststream_callout.feedback import AUTH_ERROR_SUBJECT, ServerFeedback, ServerRefusal
+from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.pipeline import Decision, Outcome
+
+FEEDBACK_LOGGER = "faststream_callout.feedback"
+
+
+class Lookup:
+    async def lookup(self, request: AuthorizationRequest) -> Identity:
+        user = request.connect_opts.user
+        if user in {"ghost", "proxy", "alice"}:
+            return Identity(user)
+        raise Denied("bad credentials")
+
+
+class Permissions:
+    """ghost -> an account the server does not have; proxy -> proxy_required (2.12+)."""
+
+    def build(self, identity: Identity, request: AuthorizationRequest) -> Grant:
+        pub = Permission(allow=["x.>"])
+        if identity.name == "ghost":
+            return Grant(account="NOPE", pub=pub)
+        return Grant(account="APP", pub=pub, proxy_required=identity.name == "proxy")
+
+
+class Refusals:
+    """An ``on_refusal`` callback one can wait on."""
+
+    def __init__(self) -> None:
+        self.seen: list[ServerRefusal] = []
+        self._changed = asyncio.Condition()
+
+    def __call__(self, refusal: ServerRefusal) -> None:
+        self.seen.append(refusal)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, identity: str, within: float = 2) -> ServerRefusal:
+        def found() -> ServerRefusal | None:
+            return next((r for r in self.seen if r.login.identity == identity), None)
+
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: found() is not None), within)
+        refusal = found()
+        assert refusal is not None
+        return refusal
+
+
+@pytest.fixture(scope="module")
+def fb_config() -> Iterator[tuple[CalloutServerConfig, KeyPair]]:
+    issuer = KeyPair.create_account()
+    config = CalloutServerConfig(issuer=issuer.public_key, accounts={"APP": {}})
+    server = LocalNatsServer(config.render(), port=config.port).start()
+    assert server.is_running(), server.log()[-2000:]
+    try:
+        yield config, issuer
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+async def fb_service(
+    fb_config: tuple[CalloutServerConfig, KeyPair],
+) -> AsyncIterator[tuple[ServerFeedback, Refusals]]:
+    config, issuer = fb_config
+    refusals = Refusals()
+    feedback = ServerFeedback(on_refusal=[refusals])
+    pipeline = CalloutPipeline(SigningKeys(issuer), Lookup(), Permissions())
+    broker = NatsBroker(
+        config.url,
+        security=SASLPlaintext(username=config.auth_user, password=config.auth_password),
+        logger=None,
+    )
+    broker.include_router(callout_router(pipeline, feedback=feedback))
+    assert feedback in pipeline.observers  # attached by the router
+    await broker.start()
+    await broker.connection._flush_pending(force_flush=True)
+    await broker.connection.flush(timeout=5)
+    try:
+        yield feedback, refusals
+    finally:
+        await broker.stop()
+
+
+async def _ignore(_: Exception) -> None:
+    pass
+
+
+async def connect(url: str, user: str, name: str) -> None:
+    nc = await nats.connect(
+        url,
+        user=user,
+        password="pw",
+        name=name,
+        allow_reconnect=False,
+        max_reconnect_attempts=0,
+        connect_timeout=3,
+        error_cb=_ignore,
+    )
+    await nc.close()
+
+
+async def test_unknown_account_refusal_is_logged_and_counted(fb_config, fb_service, caplog):
+    config, _ = fb_config
+    feedback, refusals = fb_service
+    before = feedback.refused
+    with caplog.at_level(logging.WARNING, logger=FEEDBACK_LOGGER):
+        with pytest.raises(NatsError, match="Authorization Violation"):
+            await connect(config.url, "ghost", f"ghost-{secrets.token_hex(3)}")
+        refusal = await refusals.wait_for("ghost")
+    assert refusal.login.account == "NOPE"
+    assert refusal.login.user_nkey.startswith("U")
+    assert 'No valid account "NOPE"' in refusal.reason
+    assert feedback.refused == before + 1
+    assert feedback.reasons[refusal.reason] >= 1
+    assert refusal.event["client"]["user"] == "ghost"
+    records = [r for r in caplog.records if r.name == FEEDBACK_LOGGER]
+    assert records
+    assert records[-1].levelno == logging.WARNING
+    message = records[-1].getMessage()
+    assert "we allowed 'ghost'" in message
+    assert "No valid account" in message
+    assert records[-1].callout_refusal["account"] == "NOPE"  # type: ignore[attr-defined]
+
+
+async def test_proxy_required_refusal(fb_config, fb_service):
+    config, _ = fb_config
+    _, refusals = fb_service
+    with pytest.raises(NatsError, match="Authorization Violation"):
+        await connect(config.url, "proxy", "proxy-client")
+    refusal = await refusals.wait_for("proxy")
+    assert refusal.reason.lower() == "proxy connection required"
+    assert refusal.login.account == "APP"
+
+
+async def test_accepted_and_denied_logins_are_not_refusals(fb_config, fb_service):
+    config, _ = fb_config
+    feedback, _ = fb_service
+    refused, unmatched = feedback.refused, feedback.unmatched
+    # The auth user watches the same events, to know when the server has spoken.
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_event(msg: Any) -> None:
+        await events.put(json.loads(msg.data))
+
+    watcher = await nats.connect(config.url, user=config.auth_user, password=config.auth_password)
+    try:
+        await watcher.subscribe(AUTH_ERROR_SUBJECT, cb=on_event)
+        await settle(watcher)
+        await connect(config.url, "alice", "alice-client")  # accepted: no event at all
+        with pytest.raises(NatsError, match="Authorization Violation"):
+            await connect(config.url, "mallory", "mallory-client")  # our own denial
+        event = await asyncio.wait_for(events.get(), 2)
+        assert event["client"]["name"] == "mallory-client"
+        assert event["reason"].endswith("bad credentials")
+        # The service's own subscription gets the same event about now.
+        for _ in range(100):
+            if feedback.unmatched > unmatched:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await watcher.close()
+    assert feedback.refused == refused
+    assert feedback.unmatched == unmatched + 1
+    assert events.empty()  # alice's login raised nothing
+
+
+# -- the bookkeeping, without a server ---------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _decision(cid: int, server: str, outcome: Outcome = Outcome.ALLOWED) -> Decision:
+    request = AuthorizationRequest(
+        server_id=ServerId(id=server, name="s"),
+        user_nkey="UABC",
+        client_info=ClientInfo(id=cid, user=f"u{cid}"),
+        type="authorization_request",
+        version=2,
+    )
+    return Decision(outcome, b"", "", request, Identity(f"u{cid}"), "APP")
+
+
+def _event(cid: int, server: str = "NSERVER", reason: str = "nope") -> bytes:
+    return json.dumps(
+        {"server": {"id": server, "name": "s"}, "client": {"id": cid}, "reason": reason}
+    ).encode()
+
+
+def test_matches_on_server_id_and_client_id():
+    feedback = ServerFeedback()
+    feedback(_decision(7, "NSERVER"))
+    assert feedback.handle_event(_event(7, "NOTHER")) is None  # same cid, other server
+    refusal = feedback.handle_event(_event(7))
+    assert refusal is not None
+    assert refusal.reason == "nope"
+    assert refusal.login.identity == "u7"
+    assert feedback.handle_event(_event(7)) is None  # matched once, then forgotten
+    assert (feedback.refused, feedback.unmatched) == (1, 2)
+
+
+def test_denials_are_not_remembered():
+    feedback = ServerFeedback()
+    feedback(_decision(1, "NSERVER", Outcome.DENIED))
+    assert len(feedback) == 0
+
+
+def test_entries_expire_and_are_bounded():
+    clock = Clock()
+    feedback = ServerFeedback(ttl=5, max_entries=3, clock=clock)
+    for cid in range(5):
+        feedback(_decision(cid, "NSERVER"))
+    assert len(feedback) == 3  # the two oldest were dropped
+    assert feedback.handle_event(_event(0)) is None
+    clock.now += 6
+    assert len(feedback) == 0
+    assert feedback.handle_event(_event(4)) is None
+
+
+@pytest.mark.parametrize(
+    "event",
+    [b"not json", b"[]", b"{}", b'{"server": {"id": 1}, "client": {"id": "x"}}', "{}", {}],
+)
+def test_malformed_events_are_ignored(event):
+    feedback = ServerFeedback()
+    feedback(_decision(1, "NSERVER"))
+    assert feedback.handle_event(event) is None
+    assert feedback.refused == 0
+    assert len(feedback) == 1
+
+
+def test_failing_refusal_callback_is_logged(caplog):
+    def broken(_: ServerRefusal) -> None:
+        raise RuntimeError("boom")
+
+    feedback = ServerFeedback(on_refusal=[broken])
+    feedback(_decision(1, "NSERVER"))
+    with caplog.at_level(logging.WARNING, logger=FEEDBACK_LOGGER):
+        assert feedback.handle_event(_event(1)) is not None
+    assert any("refusal callback" in r.getMessage() for r in caplog.records)
+
+
+def test_invalid_settings():
+    with pytest.raises(ValueError):
+        ServerFeedback(ttl=0)
+    with pytest.raises(ValueError):
+        ServerFeedback(max_entries=0)
