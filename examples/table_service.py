@@ -7,6 +7,9 @@ the environment:
 - ``NATS_URL``: the server (default ``nats://127.0.0.1:4222``)
 - ``CALLOUT_USER`` / ``CALLOUT_PASSWORD``: the service's ``auth_users`` login
 - ``CALLOUT_ISSUER_SEED``: the seed (``SA...``) of the ``auth_callout.issuer`` key
+- ``CALLOUT_XKEY_SEED``: the seed (``SX...``) of the service's xkey, if the server has one
+
+``faststream-callout dev examples.table_service:app`` sets all of these.
 """
 
 from __future__ import annotations
@@ -27,13 +30,13 @@ from faststream_callout import (
     Grant,
     Identity,
     IdentityLookup,
-    KeyPair,
     Permission,
     PermissionBuilder,
     ResponsePermission,
     SigningKeys,
     callout_router,
 )
+from faststream_callout.env import signing_keys_from_env
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class TablePolicy(Provider):
 
     @provide
     def keys(self) -> SigningKeys:
-        return SigningKeys(KeyPair.from_seed(os.environ["CALLOUT_ISSUER_SEED"]))
+        return signing_keys_from_env()  # CALLOUT_ISSUER_SEED (+ CALLOUT_XKEY_SEED)
 
 
 container = make_async_container(CalloutProvider(), TablePolicy())

@@ -182,6 +182,7 @@ class CalloutPipeline:
         self.settings = settings or CalloutSettings()
         self.throttle = throttle
         self.observers = list(observers)
+        self.in_flight = 0  # requests being decided right now (a gauge for metrics)
         self._clock = clock
 
     async def __call__(self, body: bytes, server_xkey: str | None = None) -> bytes:
@@ -191,11 +192,14 @@ class CalloutPipeline:
     async def decide(self, body: bytes, server_xkey: str | None = None) -> Decision:
         """Like calling the pipeline, but also says what was decided and why."""
         started = time.perf_counter()
+        self.in_flight += 1
         try:
             decision = await self._decide(body, server_xkey)
         except Exception:  # last line of defence: a bug here must still be a denial
             logger.exception("auth callout pipeline failed; replying with a denial")
             decision = Decision(Outcome.ERROR, b"", self.settings.error_reason)
+        finally:  # also when cancelled: the count never drifts
+            self.in_flight -= 1
         # Frozen for users; set here once without the cost of dataclasses.replace.
         object.__setattr__(decision, "latency", time.perf_counter() - started)
         if decision_logger.isEnabledFor(logging.INFO):

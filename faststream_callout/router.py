@@ -34,6 +34,30 @@ class CalloutMessage:
         """The server's public xkey when the request is encrypted."""
         return self.headers.get(XKEY_HEADER)
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, *_: object) -> dict[str, object]:
+        # The AsyncAPI payload: what nats-server sends, not this wrapper's fields.
+        # Only the schema changes; the title must stay the class name (FastStream
+        # resolves the reference by it).
+        return dict(_REQUEST_SCHEMA)
+
+
+_REQUEST_SCHEMA: Final[dict[str, object]] = {
+    "title": "CalloutMessage",
+    "type": "string",
+    "description": (
+        "An authorization request from nats-server: a JWT (type authorization_request) "
+        "signed by the server's nkey, with the client's connect options, client info "
+        "and TLS state. With an xkey configured it is sealed (xkv1) to the service's "
+        "xkey and the server's public xkey is in the Nats-Server-Xkey header. The reply "
+        "is an authorization response JWT signed by the issuer account: a user JWT, or "
+        "an error."
+    ),
+    "examples": [
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.eyJhdWQiOiJuYXRzLWF1dGhvcml6YXRpb24tcmVxdWVzdCIsLi4ufQ.c2ln"
+    ],
+}
+
 
 async def _decode(message: StreamMessage[Any]) -> CalloutMessage:
     # async and passthrough: the default decoder would json-decode the body, and

@@ -1,0 +1,8 @@
+"""``python -m faststream_callout``: the ``faststream-callout`` command."""
+
+import sys
+
+from faststream_callout.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

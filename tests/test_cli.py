@@ -1,0 +1,454 @@
+"""The ``faststream-callout`` command line: keys, config, check, and dev end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from conftest import RealServer
+from faststream.nats import NatsBroker
+from faststream.security import SASLPlaintext
+from nats.errors import Error as NatsError
+
+from faststream_callout import KeyPair, XKeyPair, callout_router
+from faststream_callout.cli import main, render_config_mode
+from faststream_callout.env import signing_keys_from_env
+from faststream_callout.errors import ConfigurationError
+from faststream_callout.keys import KeyKind
+from faststream_callout.local_server import LocalNatsServer, find_nats_server, free_port
+from faststream_callout.pipeline import CalloutPipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_APP = "examples.table_service:app"
+SERVER_LINE = re.compile(r"nats-server (nats://127\.0\.0\.1:(\d+)) \(pid (\d+)\)")
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "faststream_callout", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def port_closed(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def _quiet(_: Exception) -> None:
+    pass
+
+
+def subjects(text: str, label: str) -> set[str]:
+    found: set[str] = set()
+    for match in re.finditer(label + r" (.*)$", text, re.MULTILINE):
+        found.update(item.strip() for item in match.group(1).split(","))
+    return found
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+def test_keys_writes_private_seed_files_and_prints_only_public_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "keys"
+    assert main(["keys", "--out", str(out), "--xkey"]) == 0
+    printed = capsys.readouterr().out
+
+    issuer_file, xkey_file = out / "issuer.seed", out / "xkey.seed"
+    for path in (issuer_file, xkey_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    issuer = KeyPair.from_seed(issuer_file.read_text())
+    xkey = XKeyPair.from_seed(xkey_file.read_text())
+    assert issuer.kind is KeyKind.ACCOUNT
+    assert issuer.public_key in printed
+    assert xkey.public_key in printed
+    assert issuer.seed not in printed
+    assert xkey.seed not in printed
+    assert f"config --issuer {issuer.public_key} --xkey {xkey.public_key}" in printed
+
+    # The seeds work as the service's environment.
+    keys = signing_keys_from_env(
+        {
+            "CALLOUT_ISSUER_SEED": issuer_file.read_text(),
+            "CALLOUT_XKEY_SEED": xkey_file.read_text(),
+        }
+    )
+    assert keys.callout_account == issuer.public_key
+    assert keys.xkey is not None
+    assert keys.xkey.public_key == xkey.public_key
+
+
+def test_keys_refuses_to_overwrite_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "--out", str(tmp_path)]) == 0
+    seed_file = tmp_path / "issuer.seed"
+    first = seed_file.read_text()
+    capsys.readouterr()
+
+    assert main(["keys", "--out", str(tmp_path)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert seed_file.read_text() == first
+
+    seed_file.chmod(0o644)  # a loosened old file must not pass its mode on
+    assert main(["keys", "--out", str(tmp_path), "--force"]) == 0
+    assert seed_file.read_text() != first
+    assert stat.S_IMODE(seed_file.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["issuer.seed"]  # no temp files left
+
+
+def test_keys_prints_seeds_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "--out", str(tmp_path), "--xkey", "--show-seeds"]) == 0
+    printed = capsys.readouterr().out
+    issuer_seed = (tmp_path / "issuer.seed").read_text().strip()
+    xkey_seed = (tmp_path / "xkey.seed").read_text().strip()
+    assert f"CALLOUT_ISSUER_SEED={issuer_seed}" in printed
+    assert f"CALLOUT_XKEY_SEED={xkey_seed}" in printed
+
+
+def test_console_script_and_module_run() -> None:
+    script = Path(sys.executable).parent / "faststream-callout"
+    assert script.exists()
+    result = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0
+    for command in ("keys", "config", "dev", "check"):
+        assert command in result.stdout
+    assert run_cli().returncode == 2  # no command: usage, not a traceback
+
+
+# -- config --------------------------------------------------------------------------------
+
+
+def test_config_mode_output_is_a_valid_nats_server_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issuer, xkey = KeyPair.create_account(), XKeyPair.generate()
+    argv = ["config", "--issuer", issuer.public_key, "--xkey", xkey.public_key]
+    assert main([*argv, "--account", "APP", "--account", "TEAM"]) == 0
+    text = capsys.readouterr().out
+    assert f"issuer: {issuer.public_key}" in text
+    assert f"xkey: {xkey.public_key}" in text
+    assert 'auth_users: [ "auth" ]' in text
+    assert '"APP": {}' in text
+    assert '"TEAM": {}' in text
+    password = re.search(r'user: "auth", password: "([^"]+)"', text)
+    assert password is not None
+    assert len(password.group(1)) >= 24
+
+    path = tmp_path / "nats.conf"
+    path.write_text(text)
+    checked = subprocess.run(
+        [find_nats_server(), "-t", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+async def test_config_mode_output_serves_real_logins(
+    issuer: KeyPair, pipeline: CalloutPipeline
+) -> None:
+    """The printed configuration, given a listen address, really does auth callout."""
+    port = free_port()
+    text = render_config_mode(
+        issuer=issuer.public_key, accounts=["APP", "OTHER"], auth_password="svc-pw-123"
+    )
+    with LocalNatsServer(f"listen: 127.0.0.1:{port}\n{text}", port=port) as server:
+        broker = NatsBroker(
+            server.url, security=SASLPlaintext(username="auth", password="svc-pw-123"), logger=None
+        )
+        broker.include_router(callout_router(pipeline))
+        await broker.start()
+        try:
+            await broker.connection._flush_pending(force_flush=True)
+            await broker.connection.flush(timeout=5)
+            client = await nats.connect(
+                server.url, user="alice", password="alice-pw", allow_reconnect=False
+            )
+            await client.close()
+            with pytest.raises(NatsError):
+                await nats.connect(
+                    server.url,
+                    user="alice",
+                    password="nope",
+                    allow_reconnect=False,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0.1,
+                    error_cb=_quiet,
+                )
+        finally:
+            await broker.stop()
+
+
+def test_config_operator_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    callout, app = KeyPair.create_account(), KeyPair.create_account()
+    service_user, xkey = KeyPair.create_user(), XKeyPair.generate()
+    argv = [
+        "config",
+        "--mode",
+        "operator",
+        "--issuer",
+        callout.public_key,
+        "--auth-user",
+        service_user.public_key,
+        "--account",
+        app.public_key,
+        "--xkey",
+        xkey.public_key,
+    ]
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "authorization": {
+            "auth_users": [service_user.public_key],
+            "allowed_accounts": [app.public_key],
+            "xkey": xkey.public_key,
+        }
+    }
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert (
+        f"nsc edit authcallout --account AUTH --auth-user {service_user.public_key} "
+        f"--allowed-account {app.public_key} --curve {xkey.public_key}"
+    ) in text
+    assert '"authorization": {' in text
+
+
+def test_config_refuses_seeds_and_wrong_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    issuer = KeyPair.create_account()
+    assert main(["config", "--issuer", issuer.seed]) == 2
+    err = capsys.readouterr().err
+    assert "looks like a seed" in err
+    assert issuer.seed not in err
+    assert main(["config", "--issuer", KeyPair.create_user().public_key]) == 2
+    assert "not a public account key" in capsys.readouterr().err
+    assert main(["config", "--issuer", issuer.public_key, "--xkey", issuer.public_key]) == 2
+    assert main(["config", "--mode", "operator", "--issuer", issuer.public_key]) == 2
+    assert "--auth-user" in capsys.readouterr().err
+
+
+def test_signing_keys_from_env_names_the_variable_never_the_value() -> None:
+    with pytest.raises(ConfigurationError, match="CALLOUT_ISSUER_SEED is not set"):
+        signing_keys_from_env({})
+    user_seed = KeyPair.create_user().seed
+    with pytest.raises(ConfigurationError, match="account seed") as info:
+        signing_keys_from_env({"CALLOUT_ISSUER_SEED": user_seed})
+    assert user_seed not in str(info.value)
+    issuer_seed = KeyPair.create_account().seed
+    with pytest.raises(ConfigurationError, match="CALLOUT_XKEY_SEED") as info:
+        signing_keys_from_env({"CALLOUT_ISSUER_SEED": issuer_seed, "CALLOUT_XKEY_SEED": "SXnope"})
+    assert issuer_seed not in str(info.value)
+    assert signing_keys_from_env({"CALLOUT_ISSUER_SEED": issuer_seed}).xkey is None
+
+
+# -- check ---------------------------------------------------------------------------------
+
+
+async def test_check_shows_account_and_permissions(
+    real_server: RealServer, callout_service: NatsBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["check", real_server.url, "--user", "alice", "--password", "alice-pw"]
+    assert await asyncio.to_thread(main, argv) == 0
+    out = capsys.readouterr().out
+    assert f"{real_server.url}: allowed" in out
+    assert re.search(r"account\s+APP", out)
+    # nats-server lists the subjects in its own order.
+    assert subjects(out, r"publish\s+allow") == {"chat.alice.>", "news.>", "$SYS.REQ.USER.INFO"}
+    assert subjects(out, r"^\s+deny") >= {"chat.secret", "chat.alice.secret"}
+    assert subjects(out, r"subscribe\s+allow") == {"chat.alice.>", "news.>", "_INBOX.>"}
+    assert re.search(r"expires\s+never", out)
+    assert "alice-pw" not in out
+
+
+async def test_check_without_user_info_permission_says_unknown(
+    real_server: RealServer, callout_service: NatsBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # carol may publish nothing: $SYS.REQ.USER.INFO is refused, promptly.
+    started = time.monotonic()
+    argv = ["check", real_server.url, "--token", "tok-carol-123"]
+    assert await asyncio.to_thread(main, argv) == 0
+    out = capsys.readouterr().out
+    assert "allowed" in out
+    assert "permissions unknown" in out
+    assert "tok-carol-123" not in out
+    assert time.monotonic() - started < 3
+
+
+async def test_check_shows_denials_and_unreachable_servers(
+    real_server: RealServer, callout_service: NatsBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["check", real_server.url, "--user", "alice", "--password", "wrong-pw"]
+    assert await asyncio.to_thread(main, argv) == 1
+    out = capsys.readouterr().out
+    assert "denied" in out.lower()
+    assert "authorization violation" in out.lower()
+    assert "wrong-pw" not in out
+
+    port = free_port()
+    argv = ["check", f"nats://127.0.0.1:{port}", "--user", "a", "--password", "b", "--timeout", "1"]
+    assert await asyncio.to_thread(main, argv) == 1
+    assert "no login" in capsys.readouterr().out
+
+
+# -- dev -----------------------------------------------------------------------------------
+
+
+def test_dev_once_runs_the_example_end_to_end() -> None:
+    """The README's main job: server + app + real client logins, then everything stops."""
+    result = run_cli(
+        "dev",
+        EXAMPLE_APP,
+        "--xkey",  # CALLOUT_XKEY_SEED reaches the app, requests are encrypted
+        "--once",
+        "--check-login",
+        "alice:alice-secret",
+        "--check-denied",
+        "alice:wrong",
+        "--check-denied",
+        "mallory:guess",
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    match = SERVER_LINE.search(out)
+    assert match is not None, out
+    url, port, pid = match.group(1), int(match.group(2)), int(match.group(3))
+    assert "check login 'alice': allowed [as expected]" in out
+    assert "check login 'alice': denied" in out
+    assert "(the app said: bad user or password) [as expected]" in out
+    assert "check login 'mallory': denied" in out
+    assert "all checks passed" in out
+    assert f"nats --server {url} --user alice --password alice-secret pub" in out
+    assert f"nats.connect('{url}', user='alice', password='alice-secret')" in out
+    assert "(requests are encrypted)" in out
+    assert "CALLOUT_XKEY_SEED" in out  # the name, never the value
+    assert not re.search(r"\bS[AX][A-Z2-7]{56}\b", out + result.stderr)  # no seed printed
+    assert "stopped:" in out
+    assert gone(pid)
+    assert port_closed(port)
+
+
+def test_dev_once_fails_when_a_check_fails() -> None:
+    result = run_cli("dev", EXAMPLE_APP, "--once", "--check-login", "alice:not-her-password")
+    assert result.returncode == 1
+    assert "UNEXPECTED" in result.stdout
+    assert "SOME CHECKS FAILED" in result.stdout
+
+
+def test_dev_reports_a_bad_app_without_starting_a_server() -> None:
+    result = run_cli("dev", "examples.table_service:nope", "--once")
+    assert result.returncode == 2
+    assert "has no attribute 'nope'" in result.stderr
+    assert "nats-server" not in result.stdout
+    assert run_cli("dev", "no_such_module:app", "--once").returncode == 2
+
+
+@contextlib.contextmanager
+def dev_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "faststream_callout", "dev", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        yield process, lines
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def read_until(lines: queue.Queue[str], marker: str, timeout: float = 30) -> str:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    pytest.fail(f"no {marker!r} within {timeout}s:\n{''.join(seen)}")
+
+
+async def test_dev_serves_real_clients_until_ctrl_c() -> None:
+    with dev_process(EXAMPLE_APP) as (process, lines):
+        banner = read_until(lines, "Ctrl-C to stop.")
+        match = SERVER_LINE.search(banner)
+        assert match is not None, banner
+        url, port, pid = match.group(1), int(match.group(2)), int(match.group(3))
+        # Placeholders when no login was given to check.
+        assert f"nats --server {url} --user USER --password PASSWORD" in banner
+
+        client = await nats.connect(
+            url, user="alice", password="alice-secret", allow_reconnect=False
+        )
+        inbox = await client.subscribe("chat.public")
+        await client.publish("chat.public", b"hello")
+        assert (await inbox.next_msg(timeout=2)).data == b"hello"
+        await client.close()
+        with pytest.raises(NatsError):
+            await nats.connect(
+                url,
+                user="alice",
+                password="wrong",
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                error_cb=_quiet,
+            )
+
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(process.wait, 20) == 0
+        rest = read_until(lines, "stopped:", timeout=5)
+        assert f"nats-server (pid {pid})" in rest
+        log = banner + rest
+        assert "[decision] allowed user='alice' account=APP" in log
+        assert "[decision] denied user='alice' reason='bad user or password'" in log
+        assert gone(pid)
+        assert port_closed(port)
