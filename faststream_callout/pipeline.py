@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final, TypeVar
+from typing import Final
 
 import nacl.exceptions
 
@@ -34,7 +34,13 @@ from faststream_callout.claims import (
 )
 from faststream_callout.errors import Denied, InvalidJWTError, InvalidKeyError
 from faststream_callout.keys import KeyKind, is_public_key
-from faststream_callout.policy import Grant, Identity, IdentityLookup, PermissionBuilder
+from faststream_callout.policy import (
+    Grant,
+    Identity,
+    IdentityLookup,
+    PermissionBuilder,
+    resolve,
+)
 from faststream_callout.signing import CalloutMode, SigningKeys
 from faststream_callout.throttle import Throttle, throttle_keys
 from faststream_callout.validation import user_issues
@@ -46,8 +52,6 @@ logger: Final = logging.getLogger("faststream_callout")
 decision_logger: Final = logging.getLogger("faststream_callout.decisions")
 _THROTTLED_REASON: Final = "too many failed attempts; try again later"
 _TIMEOUT_REASON: Final = "authorization decision timed out"
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,15 +137,8 @@ class _Refusal(Exception):  # noqa: N818 - internal control flow, never escapes
         self.reason = reason
 
 
-async def _resolve(value: _T | object) -> _T:
-    # Ports may be sync or async: await only what needs it.
-    if inspect.isawaitable(value):
-        value = await value
-    return value  # type: ignore[return-value]
-
-
 async def _by(deadline: float | None, value: object) -> object:
-    # Like _resolve, but an awaitable (a shared throttle store) must finish by the
+    # Like policy.resolve, but an awaitable (a shared throttle store) must finish by the
     # loop-time ``deadline``: a hanging store must not outlast the request.
     if not inspect.isawaitable(value):
         return value
@@ -290,7 +287,7 @@ class CalloutPipeline:
         try:
             async with asyncio.timeout_at(deadline):
                 identity = await self._identify(request, keys)
-                grant: Grant = await _resolve(self.permissions.build(identity, request))
+                grant: Grant = await resolve(self.permissions.build(identity, request))
             if not isinstance(grant, Grant):
                 raise TypeError(f"PermissionBuilder returned {type(grant).__name__}, not Grant")
             user_jwt = self._issue(request, identity, grant, now)
@@ -326,7 +323,7 @@ class CalloutPipeline:
 
     async def _identify(self, request: AuthorizationRequest, keys: list[str]) -> Identity:
         try:
-            identity: Identity = await _resolve(self.lookup.lookup(request))
+            identity: Identity = await resolve(self.lookup.lookup(request))
         except Denied:
             if keys:
                 await self._tell_throttle("failed", keys)

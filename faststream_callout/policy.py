@@ -6,9 +6,10 @@ they may do.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from faststream_callout.claims import (
     AuthorizationRequest,
@@ -20,6 +21,14 @@ from faststream_callout.claims import (
 __all__ = ["NO_LIMIT", "Grant", "Identity", "IdentityLookup", "PermissionBuilder"]
 
 NO_LIMIT = -1
+_T = TypeVar("_T")
+
+
+async def resolve(value: _T | Awaitable[_T]) -> _T:
+    """Await ``value`` if it is awaitable: ports may be sync or async."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
 
 
 @dataclass(frozen=True, slots=True)

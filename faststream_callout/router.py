@@ -13,6 +13,7 @@ from faststream.nats import NatsRouter
 
 from faststream_callout.discovery import CalloutService, add_discovery_subscribers
 from faststream_callout.feedback import ServerFeedback, add_feedback_subscriber
+from faststream_callout.observers import observe
 from faststream_callout.pipeline import CalloutPipeline, Decision
 
 __all__ = ["AUTH_CALLOUT_SUBJECT", "XKEY_HEADER", "CalloutMessage", "callout_router"]
@@ -74,24 +75,15 @@ class _PipelineSource:
         observers: Sequence[Callable[[Decision], object]],
     ) -> None:
         self._observers = observers  # attached to the pipeline once there is one
-        self.pipeline = (
-            _observed(source, observers) if isinstance(source, CalloutPipeline) else None
-        )
+        self.pipeline = observe(source, *observers) if isinstance(source, CalloutPipeline) else None
         self._container = None if isinstance(source, CalloutPipeline) else source
 
     async def get(self) -> CalloutPipeline:
         if self.pipeline is None and self._container is not None:
-            self.pipeline = _observed(await self._container.get(CalloutPipeline), self._observers)
+            self.pipeline = observe(await self._container.get(CalloutPipeline), *self._observers)
         if self.pipeline is None:
             raise RuntimeError("no pipeline source")
         return self.pipeline
-
-
-def _observed(
-    pipeline: CalloutPipeline, observers: Sequence[Callable[[Decision], object]]
-) -> CalloutPipeline:
-    pipeline.observers.extend(o for o in observers if o not in pipeline.observers)
-    return pipeline
 
 
 def callout_router(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final
 
 from faststream_callout.errors import ConfigurationError
+from faststream_callout.policy import resolve
 
 __all__ = [
     "EXPIRES_AT",
@@ -29,15 +29,6 @@ logger: Final = logging.getLogger("faststream_callout.batteries")
 #: (token ``exp``, certificate ``notAfter``). Permission builders should not
 #: issue a user JWT that outlives it; :class:`RoleBasedPermissions` does not.
 EXPIRES_AT: Final = "expires_at"
-
-_T = TypeVar("_T")
-
-
-async def resolve(value: _T | object) -> _T:
-    """Await ``value`` if it is awaitable: ports may be sync or async."""
-    if inspect.isawaitable(value):
-        value = await value
-    return value  # type: ignore[return-value]
 
 
 _DISTRIBUTIONS: Final = {"jwt": "PyJWT", "argon2": "argon2-cffi"}
