@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from dishka import AsyncContainer
 from faststream.message import StreamMessage
 from faststream.nats import NatsRouter
+from faststream.nats.subscriber.usecases.core_subscriber import CoreSubscriber
 
 from faststream_callout.discovery import CalloutService, add_discovery_subscribers
 from faststream_callout.feedback import ServerFeedback, add_feedback_subscriber
 from faststream_callout.observers import observe
 from faststream_callout.pipeline import CalloutPipeline, Decision
 
-__all__ = ["AUTH_CALLOUT_SUBJECT", "XKEY_HEADER", "CalloutMessage", "callout_router"]
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+__all__ = ["AUTH_CALLOUT_SUBJECT", "XKEY_HEADER", "CalloutMessage", "Dispatch", "callout_router"]
+
+Dispatch = Literal["auto", "direct", "framework"]
 
 AUTH_CALLOUT_SUBJECT: Final = "$SYS.REQ.USER.AUTH"
 XKEY_HEADER: Final = "Nats-Server-Xkey"
@@ -86,6 +93,108 @@ class _PipelineSource:
         return self.pipeline
 
 
+class _CalloutSubscriber(CoreSubscriber):
+    """The auth subscriber with its own lean, bounded-concurrency dispatch.
+
+    FastStream's per-message path (context scopes, middleware stack, parser,
+    fast-depends call, response publisher) costs more than the whole pipeline,
+    and its concurrent subscriber adds a memory stream and a task group on top.
+    Here nats-py's callback starts one task per request (at most
+    ``max_workers`` at once, then it waits: back-pressure into nats-py's
+    pending queue). The task runs the pipeline and publishes the reply itself
+    (``direct``), or hands the message to FastStream's ``consume`` when broker
+    or router middlewares must see it (``framework``; ``auto`` picks that when
+    any are configured). TestNatsBroker calls ``process_message`` and is
+    unaffected.
+    """
+
+    __slots__ = ()
+
+    _callout_dispatch: Dispatch
+    _callout_source: _PipelineSource
+    _callout_slots: asyncio.Semaphore
+    _callout_tasks: set[asyncio.Task[None]]
+    _callout_direct: bool
+    max_workers: int
+
+    def setup_dispatch(self, dispatch: Dispatch, source: _PipelineSource, workers: int) -> None:
+        """Set the dispatch (called once, right after the class swap)."""
+        self.max_workers = workers
+        self._callout_dispatch = dispatch
+        self._callout_source = source
+        self._callout_slots = asyncio.Semaphore(workers)
+        self._callout_tasks = set()
+        self._callout_direct = dispatch != "framework"
+
+    @property
+    def dispatch(self) -> Dispatch:
+        """The dispatch asked for (``auto`` is resolved when the subscription starts)."""
+        return self._callout_dispatch
+
+    @property
+    def direct(self) -> bool:
+        """Whether requests bypass FastStream's per-message path."""
+        return self._callout_direct
+
+    async def _create_subscription(self) -> None:
+        if self.subscription:
+            return
+        # Decided at start: only then are the broker's middlewares known.
+        self._callout_direct = self._callout_dispatch == "direct" or (
+            self._callout_dispatch == "auto" and not self._broker_middlewares
+        )
+        self.subscription = await self.connection.subscribe(
+            subject=self.subject.broker_address,
+            queue=self.queue,
+            cb=self._on_request,
+            **self.extra_options,
+        )
+
+    async def _on_request(self, msg: Msg) -> None:
+        if not self.running:
+            return
+        await self._callout_slots.acquire()
+        task = asyncio.get_running_loop().create_task(self._serve(msg))
+        self._callout_tasks.add(task)
+        task.add_done_callback(self._callout_tasks.discard)
+
+    async def _serve(self, msg: Msg) -> None:
+        try:
+            if not self._callout_direct:
+                await self.consume(msg)
+                return
+            try:
+                pipeline = self._callout_source.pipeline or await self._callout_source.get()
+            except Exception:
+                logger.exception("cannot build the auth callout pipeline; denying")
+                reply = b""
+            else:
+                headers = msg.headers
+                reply = await pipeline(msg.data, headers.get(XKEY_HEADER) if headers else None)
+            if msg.reply:
+                await self.connection.publish(msg.reply, reply)
+        except Exception:
+            # The pipeline never raises; this is the connection failing under us.
+            logger.exception("could not answer an auth callout request")
+        finally:
+            self._callout_slots.release()
+
+    async def stop(self) -> None:
+        """Unsubscribe, then let requests in flight finish so their replies go out."""
+        await super().stop()
+        tasks = list(self._callout_tasks)
+        if not tasks:
+            return
+        timeout = self._outer_config.graceful_timeout
+        pipeline = self._callout_source.pipeline
+        if pipeline is not None:  # past nats-server's own deadline nobody waits for a reply
+            limit = pipeline.settings.auth_timeout
+            timeout = limit if timeout is None else min(timeout, limit)
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+
+
 def callout_router(
     source: AsyncContainer | CalloutPipeline,
     *,
@@ -95,6 +204,7 @@ def callout_router(
     include_in_schema: bool = True,
     feedback: ServerFeedback | bool = False,
     service: CalloutService | str | None = None,
+    dispatch: Dispatch = "auto",
 ) -> NatsRouter:
     """Build a fresh :class:`NatsRouter` that answers auth callout requests.
 
@@ -116,6 +226,13 @@ def callout_router(
             this name (or this :class:`CalloutService`). Off by default: it
             subscribes to ``$SRV.>`` subjects and shows name and version to the
             callout account.
+        dispatch: how requests reach the pipeline. ``direct``: straight from
+            nats-py to the pipeline, the reply published by us, no FastStream
+            per-message machinery (several times cheaper than the pipeline's own
+            work). ``framework``: through FastStream's ``consume`` (broker and
+            router middlewares such as OpenTelemetry or Prometheus see every
+            request). ``auto`` (default): ``framework`` when the broker has
+            middlewares, else ``direct``.
 
     """
     if not isinstance(source, AsyncContainer | CalloutPipeline):
@@ -125,6 +242,8 @@ def callout_router(
         )
     if max_workers < 1:
         raise ValueError("max_workers must be at least 1")
+    if dispatch not in ("auto", "direct", "framework"):
+        raise ValueError(f"dispatch must be 'auto', 'direct' or 'framework', not {dispatch!r}")
     router = NatsRouter()
     if feedback is True:
         feedback = ServerFeedback()
@@ -135,15 +254,21 @@ def callout_router(
     extras = [x for x in (feedback, service) if isinstance(x, ServerFeedback | CalloutService)]
     pipelines = _PipelineSource(source, extras)
 
-    @router.subscriber(
+    subscriber = router.subscriber(
         subject,
         queue=queue,
         decoder=_decode,
-        max_workers=max_workers,
         title="auth-callout",
         description="Answers nats-server authorization requests with signed responses.",
         include_in_schema=include_in_schema,
     )
+    if type(subscriber) is not CoreSubscriber:  # a FastStream change we must notice
+        raise RuntimeError(f"unexpected FastStream subscriber {type(subscriber).__name__}")
+    # Same slots, one method set more: the dispatch above replaces FastStream's.
+    subscriber.__class__ = _CalloutSubscriber
+    cast("_CalloutSubscriber", subscriber).setup_dispatch(dispatch, pipelines, max_workers)
+
+    @subscriber
     async def authorize(message: CalloutMessage) -> bytes:
         # Takes only the decoded message: each framework parameter would cost a thread hop.
         try:

@@ -10,7 +10,7 @@ import pytest
 from dishka import AsyncContainer, Provider, Scope, make_async_container, provide
 from faststream import FastStream
 from faststream.nats import NatsBroker, NatsRouter, TestNatsBroker
-from faststream.nats.subscriber.usecases import ConcurrentCoreSubscriber, CoreSubscriber
+from faststream.nats.subscriber.usecases import CoreSubscriber
 from faststream.specification import AsyncAPI
 
 from faststream_callout import (
@@ -195,7 +195,7 @@ def test_default_subscriber_subject_queue_and_workers(bare_pipeline):
     router = callout_router(bare_pipeline)
     assert isinstance(router, NatsRouter)
     sub = only_subscriber(router)
-    assert isinstance(sub, ConcurrentCoreSubscriber)  # core NATS, not JetStream
+    assert isinstance(sub, CoreSubscriber)  # core NATS, not JetStream
     assert sub.subject.template == AUTH_CALLOUT_SUBJECT == "$SYS.REQ.USER.AUTH"
     assert sub.subject.broker_address == "$SYS.REQ.USER.AUTH"  # no wildcard, no prefix
     assert sub.queue == "faststream-callout"
@@ -219,9 +219,10 @@ def test_custom_subject_queue_and_workers(bare_pipeline):
     assert sub.max_workers == 5
 
 
-def test_single_worker_is_a_plain_core_subscriber(bare_pipeline):
+def test_single_worker_is_still_a_core_subscriber(bare_pipeline):
     sub = only_subscriber(callout_router(bare_pipeline, max_workers=1))
-    assert type(sub) is CoreSubscriber
+    assert isinstance(sub, CoreSubscriber)
+    assert sub.max_workers == 1
     assert sub.queue == "faststream-callout"
 
 
