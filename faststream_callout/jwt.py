@@ -30,7 +30,7 @@ from faststream_callout.keys import (
     verify_signature,
 )
 
-__all__ = ["MAX_TOKEN_SIZE", "decode", "encode", "validate_times"]
+__all__ = ["MAX_TOKEN_SIZE", "decode", "encode", "encode_bytes", "validate_times"]
 
 ClaimsT = TypeVar("ClaimsT", bound=_Claims)
 
@@ -66,7 +66,7 @@ _EXPECTED: Final[dict[type[_Claims], _Expectation]] = {
 
 
 def _b64encode(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URL).rstrip(b"=")
 
 
 def _b64decode(segment: bytes) -> bytes:
@@ -81,6 +81,7 @@ def _b64decode(segment: bytes) -> bytes:
 
 
 _TO_STD: Final = bytes.maketrans(b"-_", b"+/")
+_TO_URL: Final = bytes.maketrans(b"+/", b"-_")
 
 
 def _go_json(data: bytes) -> bytes:
@@ -121,11 +122,32 @@ def encode(claims: ClaimsT, key: KeyPair, *, now: int | None = None) -> str:
     ``now`` (integer Unix seconds) and ``jti`` to the SHA-512/256 hash of the
     standard claims.
     """
+    return encode_bytes(claims, key, now=now).decode("ascii")
+
+
+def encode_bytes(claims: ClaimsT, key: KeyPair, *, now: int | None = None) -> bytes:
+    """Like :func:`encode`, as ASCII bytes (what goes on the wire)."""
     issued_at = int(time.time()) if now is None else int(now)
     signed = msgspec.structs.replace(claims, iss=key.public_key, iat=issued_at, jti="")
-    signed = msgspec.structs.replace(signed, jti=_jti(signed))
-    signing_input = _HEADER_B64 + b"." + _b64encode(_go_json(_ENCODER.encode(signed)))
-    return (signing_input + b"." + _b64encode(key.sign(signing_input))).decode("ascii")
+    payload = _with_jti(_go_json(_ENCODER.encode(signed)), signed)
+    signing_input = _HEADER_B64 + b"." + _b64encode(payload)
+    return signing_input + b"." + _b64encode(key.sign(signing_input))
+
+
+def _with_jti(payload: bytes, claims: _Claims) -> bytes:
+    # One JSON encoding serves both the hash and the payload: the standard claims
+    # come first and "nats" last, so their JSON (jti empty, hence omitted) is the
+    # payload up to ',"nats":' closed by '}', and jti goes in before "iat", where
+    # Go writes it. A quote inside a string is escaped, so neither marker can
+    # occur in a value. Anything unusual (no iat, a v1 type) takes the long road.
+    end = payload.find(b',"nats":')
+    at = payload.find(b'"iat":')
+    if end < 0 or not 0 < at < end or claims.v1_type:
+        with_jti = msgspec.structs.replace(claims, jti=_jti(claims))
+        return _go_json(_ENCODER.encode(with_jti))
+    digest = hashlib.new("sha512_256", payload[:end] + b"}").digest()
+    jti = b32encode_nopad(digest).encode("ascii")
+    return payload[:at] + b'"jti":"' + jti + b'",' + payload[at:]
 
 
 def _decoder(claims_type: type[ClaimsT]) -> msgspec.json.Decoder[ClaimsT]:
@@ -181,7 +203,8 @@ def decode(token: str | bytes, claims_type: type[ClaimsT]) -> ClaimsT:
         raise InvalidJWTError(
             f"JWT issuer is not a {expected.issuer_kind.name.lower()} public key"
         ) from None
-    if not verify_signature(claims.iss, header_b64 + b"." + payload_b64, _b64decode(sig_b64)):
+    signing_input = data[: len(data) - len(sig_b64) - 1]
+    if not verify_signature(claims.iss, signing_input, _b64decode(sig_b64)):
         raise InvalidJWTError("claim failed V2 signature verification")
     return claims
 

@@ -17,6 +17,8 @@ import msgspec
 import nacl.exceptions
 import nacl.signing
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from faststream_callout import InvalidJWTError, KeyPair
 from faststream_callout import jwt as nats_jwt
@@ -688,3 +690,51 @@ def test_tampered_go_token_refused() -> None:
     claims["nats"]["pub"] = {"allow": [">"]}
     with pytest.raises(InvalidJWTError, match="signature"):
         nats_jwt.decode(f"{header}.{b64(json.dumps(claims).encode())}.{signature}", UserClaims)
+
+
+# -- the one-pass jti (encode derives the hash input from the payload itself) --------
+
+
+def reference_payload(claims: Any, key: KeyPair, now: int) -> bytes:
+    """The payload built the slow, obvious way: hash the standard claims, then encode."""
+    signed = msgspec.structs.replace(claims, iss=key.public_key, iat=now, jti="")
+    signed = msgspec.structs.replace(signed, jti=nats_jwt._jti(signed))
+    return nats_jwt._go_json(msgspec.json.encode(signed))
+
+
+def raw_payload(token: str) -> bytes:
+    segment = token.split(".")[1]
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+TRICKY_TEXT = st.lists(
+    st.sampled_from(
+        [
+            *('"', "\\", ",", ":", "{", "}", "<", ">", "&", "\u2028", "a", "é"),
+            *(',"nats":', '"iat":', '","nats":{', '"iat":1,'),
+        ]
+    ),
+    max_size=6,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    aud=TRICKY_TEXT,
+    name=TRICKY_TEXT,
+    tag=TRICKY_TEXT,
+    now=st.sampled_from([0, 1, NOW]),
+    exp=st.sampled_from([0, NOW + 60]),
+)
+def test_one_pass_payload_equals_the_two_pass_reference(aud, name, tag, now, exp) -> None:
+    key = KeyPair.create_account()
+    claims = msgspec.structs.replace(
+        user_claims(),
+        aud=aud,
+        name=name,
+        exp=exp,
+        nats=User(tags=[tag], type="user", version=2),
+    )
+    token = nats_jwt.encode(claims, key, now=now)
+    assert raw_payload(token) == reference_payload(claims, key, now)
+    assert nats_jwt.decode(token, UserClaims).name == name

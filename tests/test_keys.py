@@ -345,6 +345,17 @@ def test_sign_and_verify(kind: KeyKind) -> None:
     nacl.signing.VerifyKey(raw).verify(data, signature)
 
 
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 1000, 70_000])
+def test_signature_is_the_one_pynacl_makes(size: int) -> None:
+    # Ed25519 is deterministic: the direct libsodium call must give the same bytes.
+    kp = KeyPair.create_account()
+    data = os.urandom(size)
+    reference = nacl.signing.SigningKey(decode_seed(kp.seed)[1]).sign(data).signature
+    assert kp.sign(data) == reference
+    assert verify_signature(kp.public_key, data, reference)
+    assert not verify_signature(kp.public_key, data + b"x", reference)
+
+
 def test_verify_signature_rejects_tampered_data() -> None:
     kp = KeyPair.create_account()
     data = b"the signed input"
