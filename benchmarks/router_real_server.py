@@ -47,6 +47,9 @@ async def serve_router(url: str) -> None:
     workers = int(os.environ.get("BENCH_WORKERS", "64"))
     broker.include_router(callout_router(pipeline_from_env(), max_workers=workers))
     await broker.start()
+    # nats-py's flush() can overtake the queued SUB: push the queue out first.
+    await broker.connection._flush_pending(force_flush=True)
+    await broker.connection.flush()
     print("ready", flush=True)
     await asyncio.Event().wait()
 

@@ -157,7 +157,7 @@ def _decoder(claims_type: type[ClaimsT]) -> msgspec.json.Decoder[ClaimsT]:
     return decoder  # type: ignore[return-value]
 
 
-def decode(token: str | bytes, claims_type: type[ClaimsT]) -> ClaimsT:
+def decode(token: str | bytes, claims_type: type[ClaimsT], *, go_nulls: bool = False) -> ClaimsT:
     """Decode ``token`` and verify it the way nats-io/jwt does.
 
     Checks the size, the three segments, the header (``typ`` JWT, ``alg``
@@ -165,6 +165,11 @@ def decode(token: str | bytes, claims_type: type[ClaimsT]) -> ClaimsT:
     the key in ``iss`` and that this key is of the kind the claim type needs
     (server for requests, account for responses and user JWTs). Times are not
     checked here; see :func:`validate_times`.
+
+    With ``go_nulls``, a JSON ``null`` in an object leaves the field at its
+    default, as Go's encoding/json does (other libraries write ``"exp": null``
+    and nats-server accepts it); off on the hot path, where nats-server writes
+    the tokens.
 
     Raises:
         InvalidJWTError: with a reason that never quotes the token.
@@ -181,7 +186,11 @@ def decode(token: str | bytes, claims_type: type[ClaimsT]) -> ClaimsT:
         _check_header(_b64decode(header_b64))
     expected = _EXPECTED[claims_type]
     try:
-        claims = _decoder(claims_type).decode(_b64decode(payload_b64))
+        payload = _b64decode(payload_b64)
+        if go_nulls:
+            claims = msgspec.convert(_without_nulls(msgspec.json.decode(payload)), claims_type)
+        else:
+            claims = _decoder(claims_type).decode(payload)
     except msgspec.ValidationError as exc:
         raise InvalidJWTError(f"JWT claims are invalid: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError):  # invalid UTF-8 inside a string
@@ -207,6 +216,15 @@ def decode(token: str | bytes, claims_type: type[ClaimsT]) -> ClaimsT:
     if not verify_signature(claims.iss, signing_input, _b64decode(sig_b64)):
         raise InvalidJWTError("claim failed V2 signature verification")
     return claims
+
+
+def _without_nulls(value: object) -> object:
+    # Only object members: Go leaves a field alone on null, whatever its type.
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
 
 
 def _check_header(raw: bytes) -> None:

@@ -412,7 +412,7 @@ class FakeServer:
 
 def _decode(token: str | bytes, claims_type: type[_ClaimsT]) -> _ClaimsT:
     try:
-        return jwt.decode(token, claims_type)
+        return jwt.decode(token, claims_type, go_nulls=True)
     except InvalidJWTError as exc:
         raise _Refused(str(exc)) from None
 

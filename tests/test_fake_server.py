@@ -697,3 +697,93 @@ def test_operator_error_reply(acc: Accounts, op_server: FakeServer) -> None:
     assert not verdict.allowed
     assert verdict.error == "no such user"
     assert not verdict.invalid
+
+
+# -- JSON null, as Go reads it --------------------------------------------------------
+
+
+def sign_raw(payload: dict[str, Any], key: KeyPair) -> str:
+    """A JWT over exactly this JSON payload (nulls included), signed by ``key``."""
+    import base64
+    import json
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    signing_input = (
+        b64(b'{"typ":"JWT","alg":"ed25519-nkey"}') + b"." + b64(json.dumps(payload).encode())
+    )
+    return (signing_input + b"." + b64(key.sign(signing_input))).decode()
+
+
+def test_nulls_leave_fields_at_their_defaults_as_in_go(
+    issuer: KeyPair, server: FakeServer, minted: MintedRequest
+) -> None:
+    # nats-callout 0.1.1 writes "exp": null and nulls for unset permissions; Go's
+    # encoding/json leaves such fields alone, so nats-server accepts the reply.
+    now = int(time.time())
+    user = sign_raw(
+        {
+            "aud": "APP",
+            "exp": now + 60,
+            "iat": now,
+            "iss": issuer.public_key,
+            "sub": minted.user_nkey,
+            "nats": {
+                "pub": {"allow": ["a.>"], "deny": None},
+                "sub": None,
+                "resp": None,
+                "times_location": None,
+                "type": "user",
+                "version": 2,
+            },
+        },
+        issuer,
+    )
+    reply = sign_raw(
+        {
+            "aud": minted.claims.nats.server_id.id,
+            "exp": None,
+            "iat": now,
+            "iss": issuer.public_key,
+            "sub": minted.user_nkey,
+            "nats": {
+                "jwt": user,
+                "error": None,
+                "issuer_account": None,
+                "type": "authorization_response",
+                "version": 2,
+            },
+        },
+        issuer,
+    )
+    verdict = server.check(minted, reply.encode())
+    assert verdict.allowed, verdict.reason
+    assert verdict.user is not None
+    assert verdict.user.nats.pub.allow == ["a.>"]
+    assert verdict.user.nats.pub.deny == []
+    assert verdict.user.nats.sub.allow == []
+
+
+def test_null_where_go_cannot_take_it_is_still_refused(
+    issuer: KeyPair, server: FakeServer, minted: MintedRequest
+) -> None:
+    now = int(time.time())
+    reply = sign_raw(
+        {
+            "aud": minted.claims.nats.server_id.id,
+            "iat": now,
+            "iss": issuer.public_key,
+            "sub": minted.user_nkey,
+            "nats": {
+                "jwt": None,
+                "error": "nope",
+                "type": "authorization_response",
+                "version": "2",
+            },
+        },
+        issuer,
+    )
+    verdict = server.check(minted, reply.encode())
+    assert not verdict.allowed
+    assert verdict.invalid  # a string where Go wants an int: the server cannot decode it
