@@ -37,11 +37,10 @@ ACCOUNT = "APP"
 
 
 def their_service(seed: str):
+    import nkeys
     from nats_callout import AdaptixEncoder, AuthError, BaseAuthCalloutService
     from nats_callout.claims import UserData
     from nats_callout.claims.user import PubSubPermissions
-
-    import nkeys
 
     # 0.1.1's README leaves these out, but its encoder needs them (stdlib json,
     # as the README says: "adaptix with standard json encoding"). PyJWT 2.x hands
