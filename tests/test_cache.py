@@ -636,6 +636,28 @@ async def test_through_the_pipeline_a_timed_out_leader_does_not_fail_the_rest(fa
     assert lookup.calls == 1
 
 
+async def test_with_policy_provider_and_no_pipeline_changes(fake, server_keys):
+    from dishka import make_async_container
+
+    from faststream_callout import CalloutProvider, PolicyProvider
+
+    lookup = Lookup()
+    cache = DecisionCache(lookup, Permissions())
+    container = make_async_container(
+        CalloutProvider(), PolicyProvider(keys=server_keys, lookup=cache, permissions=cache)
+    )
+    try:
+        pipeline = await container.get(CalloutPipeline)
+        assert pipeline.lookup is cache
+        assert pipeline.permissions is cache
+        for _ in range(3):
+            minted = fake.request(user="alice", password=PASSWORD)
+            assert fake.check(minted, await pipeline(minted.body)).allowed
+        assert lookup.calls == 1
+    finally:
+        await container.close()
+
+
 # --- a real nats-server -------------------------------------------------------------
 
 STORM = 60
