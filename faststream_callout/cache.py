@@ -380,12 +380,13 @@ class DecisionCache:
             or (tls is not None and (tls.certs or tls.verified_chains))
         ):
             return None  # nothing proves who it is: decide afresh
-        extra: str | bytes = ""
+        extra: tuple[int, str | bytes] = (0, "")
         if self._extra_key is not None:
             supplied = self._extra_key(request)
             if supplied is None:
                 return None
-            extra = supplied
+            # Tagged: bytes encode as base64 text, which must not equal a str.
+            extra = (1, supplied) if isinstance(supplied, str) else (2, supplied)
         # JSON of a list is unambiguous (strings are quoted and escaped).
         payload = _ENCODER.encode((extra, self._fields(request)))
         return hmac.digest(self._secret, payload, "sha256")

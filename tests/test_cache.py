@@ -272,6 +272,12 @@ async def test_extra_key_adds_input_or_opts_out(fake, clock):
     await decide(cache, req(fake, user="root"))
     assert lookup.calls == 4
     assert cache.stats.bypassed == 2
+    # bytes are not the str of their base64.
+    raw = make_cache(lookup, Permissions(), clock, extra_key=lambda _: b"abc")
+    text = make_cache(lookup, Permissions(), clock, extra_key=lambda _: "YWJj")
+    text._secret = raw._secret
+    request = req(fake)
+    assert raw._key(request) != text._key(request)
 
 
 async def test_nkey_signatures_and_anonymous_requests_bypass(fake, clock):
