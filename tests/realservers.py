@@ -47,10 +47,13 @@ from faststream_callout import (
     Denied,
     Grant,
     Identity,
+    IdentityLookup,
     KeyPair,
     Permission,
+    PermissionBuilder,
     SigningKeys,
 )
+from faststream_callout.cache import DecisionCache
 from faststream_callout.claims import AuthorizationRequest
 from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer, free_port
 
@@ -92,13 +95,23 @@ def expected_grant(name: str) -> Grant:
 
 
 class StormLookup:
-    """``delay``: seconds each lookup waits first, like a slow user database."""
+    """``delay``: seconds each lookup waits first, like a slow user database.
 
-    def __init__(self, delay: float = 0.0) -> None:
+    ``pool``: at most that many lookups wait at once (the database's connection
+    pool; 0: no limit). ``calls`` counts the lookups.
+    """
+
+    def __init__(self, delay: float = 0.0, pool: int = 0) -> None:
         self.delay = delay
+        self.pool = asyncio.Semaphore(pool) if pool else None
+        self.calls = 0
 
     async def lookup(self, request: AuthorizationRequest) -> Identity:
-        if self.delay:
+        self.calls += 1
+        if self.pool is not None:
+            async with self.pool:
+                await asyncio.sleep(self.delay)
+        elif self.delay:
             await asyncio.sleep(self.delay)
         opts = request.connect_opts
         if (
@@ -116,11 +129,19 @@ class StormPermissions:
 
 
 def build_pipeline(
-    issuer: KeyPair, observers: Sequence[Callable[[Decision], object]] = (), delay: float = 0.0
+    issuer: KeyPair,
+    observers: Sequence[Callable[[Decision], object]] = (),
+    delay: float = 0.0,
+    *,
+    cache: bool = False,
+    storm_lookup: StormLookup | None = None,
 ) -> CalloutPipeline:
-    return CalloutPipeline(
-        SigningKeys(issuer), StormLookup(delay), StormPermissions(), observers=observers
-    )
+    """The storm policy; with ``cache`` behind a :class:`DecisionCache`."""
+    lookup: IdentityLookup = storm_lookup or StormLookup(delay)
+    permissions: PermissionBuilder = StormPermissions()
+    if cache:
+        lookup = permissions = DecisionCache(lookup, permissions)
+    return CalloutPipeline(SigningKeys(issuer), lookup, permissions, observers=observers)
 
 
 # -- nats-servers --------------------------------------------------------------
@@ -281,6 +302,8 @@ class ServiceProcess:
         workdir: Path,
         max_workers: int = 32,
         delay: float = 0.0,
+        pool: int = 0,
+        cache: bool = False,
     ) -> None:
         self.name = name
         self.log_path = workdir / f"{name}.out"
@@ -295,6 +318,8 @@ class ServiceProcess:
             "CALLOUT_TEST_MAX_WORKERS": str(max_workers),
             "CALLOUT_TEST_DECISIONS": str(self.decisions_path),
             "CALLOUT_TEST_DELAY": str(delay),
+            "CALLOUT_TEST_POOL": str(pool),
+            "CALLOUT_TEST_CACHE": "1" if cache else "",
         }
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -426,10 +451,14 @@ async def serve() -> None:
     async def on_error(exc: Exception) -> None:
         _say(f"ERROR {type(exc).__name__}: {exc}")
 
+    storm_lookup = StormLookup(
+        float(env.get("CALLOUT_TEST_DELAY", "0")), int(env.get("CALLOUT_TEST_POOL") or "0")
+    )
     pipeline = build_pipeline(
         KeyPair.from_seed(env["CALLOUT_TEST_ISSUER_SEED"]),
         [record],
-        delay=float(env.get("CALLOUT_TEST_DELAY", "0")),
+        cache=bool(env.get("CALLOUT_TEST_CACHE")),
+        storm_lookup=storm_lookup,
     )
     broker = NatsBroker(
         env["CALLOUT_TEST_URL"],
@@ -456,6 +485,9 @@ async def serve() -> None:
     await stop.wait()
     await broker.stop()
     decisions.close()
+    if isinstance(pipeline.lookup, DecisionCache):
+        _say(f"CACHE {pipeline.lookup.stats}")
+    _say(f"LOOKUPS {storm_lookup.calls}")
     _say("STOPPED")
 
 
@@ -588,10 +620,11 @@ class Credential:
     valid: bool
     kind: str
     options: dict[str, str]
+    user: str = ""  # the user logging in, when several clients share one (u<index> if empty)
 
     @property
     def name(self) -> str:
-        return f"u{self.index}"
+        return self.user or f"u{self.index}"
 
 
 def storm_credentials(count: int, invalid_every: int = 3) -> list[Credential]:
@@ -611,6 +644,17 @@ def storm_credentials(count: int, invalid_every: int = 3) -> list[Credential]:
         else:
             options = {"user": name, "password": password_of(name)}
             credentials.append(Credential(index, valid=True, kind="valid", options=options))
+    return credentials
+
+
+def shared_credentials(count: int, users: int, invalid_every: int = 0) -> list[Credential]:
+    """Like :func:`storm_credentials`, but the valid logins share ``users`` users (a fleet)."""
+    credentials = storm_credentials(count, invalid_every)
+    for position, credential in enumerate(credentials):
+        if credential.valid:
+            user = f"u{credential.index % users}"
+            options = {"user": user, "password": password_of(user)}
+            credentials[position] = Credential(credential.index, True, "valid", options, user)
     return credentials
 
 
