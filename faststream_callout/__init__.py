@@ -1,5 +1,6 @@
 """faststream-callout: NATS auth callout services for FastStream and Dishka."""
 
+from faststream_callout.cache import CacheStats, DecisionCache
 from faststream_callout.claims import (
     AuthorizationRequest,
     AuthorizationRequestClaims,
@@ -27,7 +28,12 @@ from faststream_callout.keys import KeyKind, KeyPair
 from faststream_callout.pipeline import CalloutPipeline, CalloutSettings, Decision, Outcome
 from faststream_callout.policy import Grant, Identity, IdentityLookup, PermissionBuilder
 from faststream_callout.providers import CalloutProvider, PolicyProvider
-from faststream_callout.router import AUTH_CALLOUT_SUBJECT, CalloutMessage, callout_router
+from faststream_callout.router import (
+    AUTH_CALLOUT_SUBJECT,
+    CalloutMessage,
+    Dispatch,
+    callout_router,
+)
 from faststream_callout.signing import CalloutMode, SigningKeys, UserSigner
 from faststream_callout.throttle import MemoryThrottle, NoThrottle, Throttle, ThrottlePolicy
 from faststream_callout.xkeys import XKeyPair
@@ -38,6 +44,7 @@ __all__ = [
     "AuthorizationRequestClaims",
     "AuthorizationResponse",
     "AuthorizationResponseClaims",
+    "CacheStats",
     "CalloutError",
     "CalloutMessage",
     "CalloutMode",
@@ -49,7 +56,9 @@ __all__ = [
     "ConfigurationError",
     "ConnectOptions",
     "Decision",
+    "DecisionCache",
     "Denied",
+    "Dispatch",
     "Grant",
     "Identity",
     "IdentityLookup",
