@@ -19,7 +19,9 @@ from typing import Self
 
 from faststream_callout.errors import ConfigurationError
 
-__all__ = ["CalloutServerConfig", "LocalNatsServer", "find_nats_server", "free_port"]
+__all__ = ["SYSTEM_USER", "CalloutServerConfig", "LocalNatsServer", "find_nats_server", "free_port"]
+
+SYSTEM_USER = "admin"  # the system account's user in CalloutServerConfig
 
 
 def find_nats_server() -> str:
@@ -56,7 +58,9 @@ class CalloutServerConfig:
         callout_account: the account the service connects to; requests are published there.
         auth_user, auth_password: the service's own login (an ``auth_users`` entry).
         xkey: the service's public xkey, to encrypt requests.
-        system_account: name of the system account (with an ``admin`` user).
+        system_account: name of the system account. Its ``admin`` user (password
+            ``system_password``) is in ``auth_users``: monitoring, kicks and
+            claim updates must not depend on the callout service.
         timeout: ``authorization.timeout`` in seconds, the callout deadline.
         port: the client port; free one by default.
         extra: raw configuration lines appended at the top level.
@@ -80,7 +84,7 @@ class CalloutServerConfig:
         """Return the configuration file text."""
         accounts = {name: dict(users) for name, users in self.accounts.items()}
         accounts.setdefault(self.callout_account, {})[self.auth_user] = self.auth_password
-        accounts.setdefault(self.system_account, {})["admin"] = self.system_password
+        accounts.setdefault(self.system_account, {})[SYSTEM_USER] = self.system_password
         blocks = []
         for name, users in accounts.items():
             entries = ", ".join(
@@ -99,7 +103,7 @@ class CalloutServerConfig:
             "  auth_callout {\n"
             f"    issuer: {self.issuer}\n"
             f"    account: {_quote(self.callout_account)}\n"
-            f"    auth_users: [ {_quote(self.auth_user)} ]{xkey}\n"
+            f"    auth_users: [ {_quote(self.auth_user)}, {_quote(SYSTEM_USER)} ]{xkey}\n"
             "  }\n"
             "}\n" + self.extra
         )

@@ -9,10 +9,14 @@ format of nats-io/jwt v2.
 
 from __future__ import annotations
 
+from typing import Final
+
+import msgspec
+
 from faststream_callout import jwt
 from faststream_callout.claims import CLAIMS_VERSION, Permission, User, UserClaims, _Claims, _Wire
-from faststream_callout.errors import ConfigurationError
-from faststream_callout.keys import KeyKind, KeyPair
+from faststream_callout.errors import ConfigurationError, InvalidJWTError, InvalidKeyError
+from faststream_callout.keys import KeyKind, KeyPair, decode_public_key, verify_signature
 
 __all__ = [
     "AccountClaims",
@@ -20,6 +24,7 @@ __all__ = [
     "OperatorClaims",
     "account_jwt",
     "creds",
+    "decode_account_jwt",
     "operator_jwt",
     "user_jwt",
 ]
@@ -128,6 +133,48 @@ def account_jwt(
     nats["type"] = "account"
     nats["version"] = CLAIMS_VERSION
     return _encode(AccountClaims(name=name, sub=account, nats=nats), operator)
+
+
+_ACCOUNT_DECODER: Final = msgspec.json.Decoder(AccountClaims)
+
+
+def decode_account_jwt(token: str) -> AccountClaims:
+    """Decode an account JWT and verify its signature by an operator key (``O...``).
+
+    Whether that operator (or signing key) is trusted is the server's call; this
+    only makes sure the token is intact, so a re-signed copy changes nothing else.
+
+    Raises:
+        InvalidJWTError: with a reason that never quotes the token.
+
+    """
+    data = token.encode("ascii", "replace")
+    if len(data) > jwt.MAX_TOKEN_SIZE:
+        raise InvalidJWTError(f"token size {len(data)} exceeds maximum of {jwt.MAX_TOKEN_SIZE}")
+    parts = data.split(b".")
+    if len(parts) != 3:
+        raise InvalidJWTError("expected 3 chunks")
+    header, payload, signature = parts
+    # jwt.decode needs typed ``nats`` claims; its helpers apply the same Go rules here.
+    unb64 = jwt._b64decode  # noqa: SLF001
+    jwt._check_header(unb64(header))  # noqa: SLF001
+    try:
+        claims = _ACCOUNT_DECODER.decode(unb64(payload))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        raise InvalidJWTError("JWT claims are not a valid account JWT") from None
+    nats = claims.nats
+    if claims.v1_type or nats.get("type") != "account" or nats.get("version") != CLAIMS_VERSION:
+        raise InvalidJWTError("not a version 2 account claim")
+    try:
+        decode_public_key(claims.sub, KeyKind.ACCOUNT)
+        decode_public_key(claims.iss, KeyKind.OPERATOR)
+    except InvalidKeyError:
+        raise InvalidJWTError(
+            "account JWT subject or issuer is not the right kind of key"
+        ) from None
+    if not verify_signature(claims.iss, header + b"." + payload, unb64(signature)):
+        raise InvalidJWTError("claim failed V2 signature verification")
+    return claims
 
 
 def user_jwt(

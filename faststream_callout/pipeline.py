@@ -122,6 +122,9 @@ class Decision:
     identity: Identity | None = None
     account: str = ""
     latency: float = 0.0  # seconds from receipt to reply
+    # Of the issued user JWT (ALLOWED only): Unix seconds; expires_at 0 means no expiry.
+    issued_at: int = 0
+    expires_at: int = 0
 
     @property
     def allowed(self) -> bool:
@@ -292,7 +295,7 @@ class CalloutPipeline:
             grant = await _by(deadline, self.permissions.build(identity, request))
             if not isinstance(grant, Grant):
                 raise TypeError(f"PermissionBuilder returned {type(grant).__name__}, not Grant")
-            user_jwt = self._issue(request, identity, grant, now)
+            user_jwt, expires = self._issue(request, identity, grant, now)
         except Denied as exc:
             return self._deny(request, Outcome.DENIED, exc.reason, server_xkey, identity)
         except _Refusal as exc:
@@ -321,7 +324,16 @@ class CalloutPipeline:
             ),
             server_xkey,
         )
-        return Decision(Outcome.ALLOWED, reply, "", request, identity, grant.account)
+        return Decision(
+            Outcome.ALLOWED,
+            reply,
+            "",
+            request,
+            identity,
+            grant.account,
+            issued_at=int(now),
+            expires_at=expires,
+        )
 
     async def _identify(
         self, request: AuthorizationRequest, keys: list[str], deadline: float
@@ -371,7 +383,7 @@ class CalloutPipeline:
 
     def _issue(
         self, request: AuthorizationRequest, identity: Identity, grant: Grant, now: float
-    ) -> str:
+    ) -> tuple[str, int]:
         keys = self.keys
         problem = keys.placement_issue(grant.account)
         signer = keys.user_signer(grant.account)
@@ -424,7 +436,7 @@ class CalloutPipeline:
             sub=request.user_nkey,
             nats=user,
         )
-        return jwt.encode(claims, signer.key, now=issued_at)
+        return jwt.encode(claims, signer.key, now=issued_at), expires
 
     def _deny(
         self,
