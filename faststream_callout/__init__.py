@@ -34,6 +34,16 @@ from faststream_callout.router import (
     Dispatch,
     callout_router,
 )
+from faststream_callout.sessions import (
+    KickResult,
+    KickStatus,
+    RevocationGuard,
+    RevocationList,
+    Session,
+    SessionRegistry,
+    kick,
+    revoke_users,
+)
 from faststream_callout.signing import CalloutMode, SigningKeys, UserSigner
 from faststream_callout.throttle import MemoryThrottle, NoThrottle, Throttle, ThrottlePolicy
 from faststream_callout.xkeys import XKeyPair
@@ -66,6 +76,8 @@ __all__ = [
     "InvalidKeyError",
     "KeyKind",
     "KeyPair",
+    "KickResult",
+    "KickStatus",
     "MemoryThrottle",
     "NoThrottle",
     "NotApplicable",
@@ -74,7 +86,11 @@ __all__ = [
     "PermissionBuilder",
     "PolicyProvider",
     "ResponsePermission",
+    "RevocationGuard",
+    "RevocationList",
     "ServerId",
+    "Session",
+    "SessionRegistry",
     "SigningKeys",
     "Throttle",
     "ThrottlePolicy",
@@ -84,4 +100,6 @@ __all__ = [
     "UserSigner",
     "XKeyPair",
     "callout_router",
+    "kick",
+    "revoke_users",
 ]
