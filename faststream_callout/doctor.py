@@ -272,7 +272,8 @@ def _login_names(entries: object) -> list[str]:
 def _read_server_config(path: str | Path) -> _ServerConfig:
     data = natsconf.load(path)
     view = _ServerConfig(path=str(path))
-    view.operator = natsconf.option(data, "operator", "operators", "root", "roots") is not None
+    trusted = ("operator", "operators", "root", "roots", "trusted", "trusted_keys")
+    view.operator = natsconf.option(data, *trusted) is not None
     accounts = natsconf.option(data, "accounts")
     if isinstance(accounts, dict):
         for name, body in accounts.items():

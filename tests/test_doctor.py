@@ -9,6 +9,7 @@ users it lets past the callout. No seed or password may ever appear in a report.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -529,7 +530,8 @@ async def test_unreadable_server_config_fails(tmp_path: Path) -> None:
 @contextmanager
 def operator_deployment() -> Iterator[tuple[Deployment, LocalNatsServer, Path, Path]]:
     d = Deployment.generate(with_xkey=True)
-    config = d.server_config()
+    # A short callout timeout: the server waits it out for the unanswered probe at shutdown.
+    config = dataclasses.replace(d.server_config(), extra="authorization { timeout: 0.5 }\n")
     with tempfile.TemporaryDirectory() as tmp:
         service_creds, system_creds = Path(tmp) / "svc.creds", Path(tmp) / "sys.creds"
         service_creds.write_text(d.service_creds())
@@ -682,6 +684,28 @@ async def test_cli_exit_codes_and_json(
     environ = doctor_env(setup, server, CALLOUT_USER=None)
     assert await run_main(monkeypatch, environ) == 2
     assert "CALLOUT_USER" in capsys.readouterr().err
+
+
+async def test_cli_in_operator_mode(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with operator_deployment() as (d, server, service_creds, system_creds):
+        assert d.xkey is not None
+        environ = {"CALLOUT_ISSUER_SEED": d.callout.seed, "CALLOUT_XKEY_SEED": d.xkey.seed}
+        argv = [server.url, "--creds", str(service_creds), "--system-creds", str(system_creds)]
+        argv += ["--callout-account", d.callout.public_key, "--probe", "--json"]
+        assert await run_main(monkeypatch, environ, *argv) == 0
+        out, err = capsys.readouterr()
+        data = json.loads(out)
+        assert data["mode"] == "operator"
+        assert {f["status"] for f in data["findings"]} == {"OK"}, out
+        assert_no_secrets(out + err, [d.callout.seed, d.xkey.seed, d.service_user.seed])
+
+        # A key that is neither the callout account nor one of its signing keys.
+        environ["CALLOUT_ISSUER_SEED"] = KeyPair.create_account().seed
+        assert await run_main(monkeypatch, environ, *argv) == 1
+        findings = json.loads(capsys.readouterr().out)["findings"]
+        assert [f["status"] for f in findings if f["check"] == "signing-key"] == ["FAIL"]
 
 
 def test_cli_entry_point_runs_the_doctor() -> None:
