@@ -4,6 +4,7 @@
 - ``config``: print the nats-server configuration for those public keys.
 - ``dev MODULE:APP``: a local nats-server with fresh keys, running your app.
 - ``check URL``: log in and show what the callout decided.
+- ``doctor [URL]``: check a deployment (login, permissions, keys, server configuration).
 
 Also ``python -m faststream_callout``. Standard library only (``argparse``).
 """
@@ -31,6 +32,7 @@ from faststream_callout import env
 from faststream_callout.errors import ConfigurationError
 from faststream_callout.keys import KeyKind, KeyPair, is_public_key
 from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer, free_port
+from faststream_callout.signing import SigningKeys
 from faststream_callout.xkeys import XKeyPair
 
 __all__ = ["main"]
@@ -192,7 +194,55 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--nkey", metavar="FILE", help="a file holding a user nkey seed (SU...)")
     check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
     check.set_defaults(command=_cmd_check)
+
+    _add_doctor_parser(commands)
     return parser
+
+
+def _add_doctor_parser(commands: Any) -> None:  # noqa: ANN401 - argparse's private subparsers type
+    doctor = commands.add_parser(
+        "doctor",
+        help="check a deployment: the service's login, permissions, keys and server config",
+        description="Log in with the service's credentials (CALLOUT_USER/CALLOUT_PASSWORD or "
+        "--creds) and check its account and permissions, its keys (CALLOUT_ISSUER_SEED, "
+        "CALLOUT_XKEY_SEED) against the server configuration and against one real "
+        "authorization request (watched, never answered), and the users that skip the "
+        "callout. Exit status 1 when a check fails. Seeds and passwords are never printed.",
+    )
+    doctor.add_argument("url", nargs="?", help=f"the server (default: ${env.NATS_URL})")
+    doctor.add_argument(
+        "--creds", metavar="FILE", help="the service's .creds file instead of CALLOUT_USER"
+    )
+    doctor.add_argument(
+        "--server-config",
+        metavar="FILE",
+        help="the nats-server configuration file, to compare auth_callout (config mode) or "
+        "resolver_preload (operator mode) and list the users that skip the callout",
+    )
+    doctor.add_argument(
+        "--system-creds",
+        metavar="FILE",
+        help="operator mode: a system account user's .creds, to read the callout account JWT",
+    )
+    doctor.add_argument(
+        "--callout-account",
+        metavar="A...",
+        help="operator mode: the callout account's public key, when CALLOUT_ISSUER_SEED is "
+        "one of its signing keys",
+    )
+    doctor.add_argument(
+        "--probe",
+        action="store_true",
+        help="trigger a request with one login as a random user (refused; the service "
+        "counts one failed login)",
+    )
+    doctor.add_argument(
+        "--wait", type=float, default=3.0, help="seconds to wait for a request (default 3)"
+    )
+    doctor.add_argument("--queue", default="faststream-callout", help="the service's queue group")
+    doctor.add_argument("--timeout", type=float, default=5.0, help="connect timeout (s)")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.set_defaults(command=_cmd_doctor)
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -545,6 +595,66 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for line in lines[1:]:
         _out(line)
     return 0 if result.allowed else 1
+
+
+# -- doctor ---------------------------------------------------------------------------------
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from faststream_callout import doctor  # noqa: PLC0415 - doctor imports this module
+
+    url = args.url or os.environ.get(env.NATS_URL, "").strip()
+    if not url:
+        raise CliError(f"give the server URL or set {env.NATS_URL}")
+    if args.creds:
+        credentials = {"user_credentials": args.creds}
+    elif os.environ.get(env.CALLOUT_USER):
+        credentials = {
+            "user": os.environ[env.CALLOUT_USER],
+            "password": os.environ.get(env.CALLOUT_PASSWORD, ""),
+        }
+    else:
+        raise CliError(
+            f"no service login: set {env.CALLOUT_USER} and {env.CALLOUT_PASSWORD}, or --creds"
+        )
+    keys_problem = ""
+    keys = None
+    try:
+        keys = env.signing_keys_from_env()
+        if args.callout_account:
+            account = _public_key(args.callout_account, KeyKind.ACCOUNT, "--callout-account")
+            keys = SigningKeys.operator(
+                account, signing_key=keys.response_signer.key, xkey=keys.xkey
+            )
+    except ConfigurationError as exc:  # names the variable, never its value
+        keys_problem = str(exc)
+    report = asyncio.run(
+        doctor.diagnose(
+            url,
+            credentials=credentials,
+            keys=keys,
+            server_config=args.server_config,
+            system_credentials={"user_credentials": args.system_creds}
+            if args.system_creds
+            else None,
+            wait=args.wait,
+            probe=args.probe,
+            queue=args.queue,
+            timeout=args.timeout,
+        )
+    )
+    if keys_problem:
+        report.findings.insert(
+            0,
+            doctor.Finding(
+                "keys",
+                doctor.Status.FAIL,
+                f"the service's keys cannot be loaded: {keys_problem}",
+                f"set {env.CALLOUT_ISSUER_SEED} (and {env.CALLOUT_XKEY_SEED}) as the service has",
+            ),
+        )
+    _out(report.to_json() if args.json else report.format(), end="" if not args.json else "\n")
+    return report.exit_code
 
 
 # -- dev ------------------------------------------------------------------------------------
