@@ -16,6 +16,7 @@ from faststream_callout.claims import (
     User,
     UserClaims,
 )
+from faststream_callout.doctor import diagnose
 from faststream_callout.errors import (
     CalloutError,
     ConfigurationError,
@@ -100,6 +101,7 @@ __all__ = [
     "UserSigner",
     "XKeyPair",
     "callout_router",
+    "diagnose",
     "kick",
     "revoke_users",
 ]
