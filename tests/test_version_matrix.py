@@ -599,16 +599,27 @@ async def test_sealed_response_skips_the_signer_check(xkey_mode: Running) -> Non
 async def test_our_replies_meet_the_strictest_rules(
     config_mode: Running, operator_mode: Running
 ) -> None:
-    """What the pipeline sent above, judged by the 2.15.1 rules: none only 2.15.1 refuses."""
-    for running in (config_mode, operator_mode):
+    """The pipeline's replies, judged by the 2.15.1 rules: none that only 2.15.1 refuses."""
+    logins = [
+        (
+            config_mode,
+            [{"user": "alice", "password": "alice-pw"}, {"user": "eve", "password": "x"}],
+        ),
+        # the callout account key, its signing key, a denial
+        (operator_mode, [{"token": "tok-ann"}, {"token": "tok-sk-sam"}, {"token": "nope"}]),
+    ]
+    for running, attempts in logins:
         strictest = replace(running.fake, version="2.15.1")
-        judged = 0
-        for minted, reply, decision in running.responder.answered:
+        before = len(running.responder.answered)
+        for options in attempts:
+            await running.admitted(**options)
+        answered = running.responder.answered[before:]
+        assert len(answered) == len(attempts)
+        for minted, reply, decision in answered:
             verdict = strictest.check(minted, reply)
             assert not verdict.invalid, verdict.reason
             assert verdict.allowed is decision.allowed, verdict.reason
-            judged += 1
-        assert judged >= 2
+        assert [d.allowed for _, _, d in answered] == [True] * (len(attempts) - 1) + [False]
 
 
 async def test_proxy_required_grant_never_admits_without_a_proxy(config_mode: Running) -> None:
