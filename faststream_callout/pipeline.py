@@ -40,6 +40,7 @@ from faststream_callout.policy import (
     IdentityLookup,
     PermissionBuilder,
 )
+from faststream_callout.server_versions import enforces_proxy_required
 from faststream_callout.signing import CalloutMode, SigningKeys
 from faststream_callout.throttle import Throttle, throttle_keys
 from faststream_callout.validation import user_issues
@@ -390,6 +391,11 @@ class CalloutPipeline:
         if problem is not None or signer is None:
             problem = problem or f"no signing key for account {grant.account}"
             logger.error("cannot place %r: %s", identity.name, problem)
+            raise _Refusal(Outcome.ERROR, problem)
+        if grant.proxy_required and not enforces_proxy_required(request.server_id.version):
+            # Servers before 2.12 ignore the flag: the client would get in without a proxy.
+            problem = "proxy_required needs nats-server 2.12+; this server would ignore it"
+            logger.error("cannot grant %r: %s", identity.name, problem)
             raise _Refusal(Outcome.ERROR, problem)
         issued_at = int(now)
         expires = _expiry(grant, issued_at, now, self.settings)

@@ -75,7 +75,8 @@ class Grant:
             ``NewUserClaims`` writes them. nats-server does not apply them to
             callout users (account limits apply); 0 would mean "none allowed"
             wherever they are applied.
-        proxy_required: the client must come through a trusted proxy (2.12+).
+        proxy_required: the client must come through a trusted proxy (2.12+; older
+            servers would ignore it, so the pipeline refuses such a grant there).
         tags: free-form tags on the user JWT.
 
     """

@@ -3,7 +3,11 @@
 :class:`FakeServer` mints authorization requests exactly as nats-server 2.15
 does and checks replies with every check nats-server makes (SPEC §4), so a
 test sees *why* nats-server would refuse a reply instead of a bare
-``Authorization Violation``. It works without a broker (pass the bytes to a
+``Authorization Violation``. It behaves like the ``version`` it claims
+(2.15.1 by default, the strictest): older versions check the response signer
+less, ignore ``proxy_required`` (before 2.12) and report a token as the
+client's user name (before 2.10.28/2.11.2); see
+:mod:`faststream_callout.server_versions`. It works without a broker (pass the bytes to a
 :class:`~faststream_callout.CalloutPipeline`) and with FastStream's
 ``TestNatsBroker`` (:meth:`FakeServer.login`).
 """
@@ -36,6 +40,11 @@ from faststream_callout.claims import (
 from faststream_callout.errors import InvalidJWTError, InvalidKeyError
 from faststream_callout.keys import KeyKind, KeyPair, is_public_key
 from faststream_callout.router import AUTH_CALLOUT_SUBJECT, XKEY_HEADER
+from faststream_callout.server_versions import (
+    checks_response_signer_strictly,
+    enforces_proxy_required,
+    redacts_token_user,
+)
 from faststream_callout.signing import ANY_ACCOUNT, CalloutMode, SigningKeys
 from faststream_callout.validation import user_issues
 from faststream_callout.xkeys import XKeyPair
@@ -125,7 +134,8 @@ class FakeServer:
             (``["*"]`` for any).
         service_xkey: the service's public xkey the server is configured with;
             requests are then encrypted.
-        version: the nats-server version to claim in ``server_id``.
+        version: the nats-server version to claim in ``server_id`` and to
+            behave like (see :mod:`faststream_callout.server_versions`).
 
     """
 
@@ -219,7 +229,7 @@ class FakeServer:
         user_nkey = KeyPair.create_user().public_key
         raw_user = nkey or user or (_jwt_subject(jwt_token) if jwt_token else "")
         if not raw_user and token:
-            raw_user = "[REDACTED]"
+            raw_user = "[REDACTED]" if redacts_token_user(self.version) else token
         encrypted = self.service_xkey is not None
         request = AuthorizationRequest(
             server_id=ServerId(
@@ -303,12 +313,19 @@ class FakeServer:
                     ) from None
                 encrypted = True
             response = _decode(body, AuthorizationResponseClaims)
-            self._check_envelope(minted, response, encrypted, now)
+            self._check_envelope(minted, response, now)
+            # 2.15.1 checks the signer before the error, older servers after it; an
+            # encrypted response skips the check: the box authenticates the sender.
+            strict = checks_response_signer_strictly(self.version)
+            if strict and not encrypted:
+                self._check_signer_strictly(response)
             if response.nats.error:
                 raise _Refused(
                     f"auth callout service returned an error: {response.nats.error}",
                     invalid=False,
                 )
+            if not strict and not encrypted:
+                self._check_signer_before_2_15_1(response)
             user = _decode(response.nats.jwt, UserClaims)
             account = self._check_user(minted, user, now)
         except _Refused as refused:
@@ -328,7 +345,6 @@ class FakeServer:
         self,
         minted: MintedRequest,
         response: AuthorizationResponseClaims,
-        encrypted: bool,  # noqa: FBT001
         now: float | None,
     ) -> None:
         nats = response.nats
@@ -350,9 +366,10 @@ class FakeServer:
             raise _Refused("auth callout violation: auth callout response is not for expected user")
         if response.aud != minted.claims.nats.server_id.id:
             raise _Refused("auth callout violation: auth callout response is not for server")
-        if encrypted:
-            return  # the box authenticates the sender: nats-server skips the signer check
+
+    def _check_signer_strictly(self, response: AuthorizationResponseClaims) -> None:
         # nats-server 2.15.1 checks the response signer in both modes.
+        nats = response.nats
         if self.mode is CalloutMode.CONFIG:
             if response.iss != self.callout_account:
                 raise _Refused("auth callout signing key is unknown")
@@ -367,8 +384,19 @@ class FakeServer:
         ):
             raise _Refused("auth callout signing key is unknown")
 
+    def _check_signer_before_2_15_1(self, response: AuthorizationResponseClaims) -> None:
+        # Operator mode only: issuer_account (else iss) must be the callout account
+        # or one of its signing keys. Config mode does not check the signer at all.
+        if self.mode is CalloutMode.CONFIG:
+            return
+        signer = response.nats.issuer_account or response.iss
+        if signer != self.callout_account and signer not in self._signing_keys(
+            self.callout_account
+        ):
+            raise _Refused("auth callout signing key is unknown")
+
     def _check_user(self, minted: MintedRequest, user: UserClaims, now: float | None) -> str:
-        if user.nats.proxy_required:
+        if user.nats.proxy_required and enforces_proxy_required(self.version):
             raise _Refused("proxy connection required")
         try:
             jwt.validate_times(user, now=now)

@@ -14,6 +14,7 @@ import pytest
 from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
 from nats.errors import Error as NatsError
+from nats_versions import running_version
 from natstools import settle
 
 from faststream_callout import (
@@ -155,6 +156,11 @@ async def test_unknown_account_refusal_is_logged_and_counted(fb_config, fb_servi
     assert records[-1].callout_refusal["account"] == "NOPE"  # type: ignore[attr-defined]
 
 
+@pytest.mark.skipif(
+    running_version() < (2, 12, 0),
+    reason="nats-server < 2.12 ignores proxy_required, so the pipeline refuses such grants "
+    "itself (tests/test_version_matrix.py)",
+)
 async def test_proxy_required_refusal(fb_config, fb_service):
     config, _ = fb_config
     _, refusals = fb_service

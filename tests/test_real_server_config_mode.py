@@ -27,6 +27,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats_versions import running_version
 from natstools import settle
 
 pytestmark = pytest.mark.usefixtures("callout_service")
@@ -259,7 +260,8 @@ async def test_static_user_still_goes_to_the_callout(real_server, auth_errors):
     name = client_name("static")
     await refused(real_server.url, user=user, password=password, name=name)
     event = await auth_errors.for_client(name)
-    assert event["client"]["name_tag"] == "APP"  # static auth had succeeded first
+    if running_version() >= (2, 11, 0):  # 2.10 leaves name_tag out of the event
+        assert event["client"]["name_tag"] == "APP"  # static auth had succeeded first
     assert event["reason"] == "Auth callout service returned an error: bad credentials"
 
 
