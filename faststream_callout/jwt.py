@@ -30,7 +30,7 @@ from faststream_callout.keys import (
     verify_signature,
 )
 
-__all__ = ["MAX_TOKEN_SIZE", "decode", "encode", "validate_times"]
+__all__ = ["MAX_TOKEN_SIZE", "compact", "decode", "encode", "signing_input", "validate_times"]
 
 ClaimsT = TypeVar("ClaimsT", bound=_Claims)
 
@@ -121,11 +121,25 @@ def encode(claims: ClaimsT, key: KeyPair, *, now: int | None = None) -> str:
     ``now`` (integer Unix seconds) and ``jti`` to the SHA-512/256 hash of the
     standard claims.
     """
+    data = signing_input(claims, key.public_key, now=now)
+    return compact(data, key.sign(data))
+
+
+def signing_input(claims: ClaimsT, issuer: str, *, now: int | None = None) -> bytes:
+    """The bytes an issuer signs: ``header.payload`` of ``claims`` issued by ``issuer`` at ``now``.
+
+    For signers that cannot be called in line (a KMS): sign these bytes, then
+    :func:`compact` them with the signature.
+    """
     issued_at = int(time.time()) if now is None else int(now)
-    signed = msgspec.structs.replace(claims, iss=key.public_key, iat=issued_at, jti="")
+    signed = msgspec.structs.replace(claims, iss=issuer, iat=issued_at, jti="")
     signed = msgspec.structs.replace(signed, jti=_jti(signed))
-    signing_input = _HEADER_B64 + b"." + _b64encode(_go_json(_ENCODER.encode(signed)))
-    return (signing_input + b"." + _b64encode(key.sign(signing_input))).decode("ascii")
+    return _HEADER_B64 + b"." + _b64encode(_go_json(_ENCODER.encode(signed)))
+
+
+def compact(data: bytes, signature: bytes) -> str:
+    """The compact JWT of a :func:`signing_input` and its Ed25519 signature."""
+    return (data + b"." + _b64encode(signature)).decode("ascii")
 
 
 def _decoder(claims_type: type[ClaimsT]) -> msgspec.json.Decoder[ClaimsT]:

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from dishka import AsyncContainer
+from faststream.exceptions import SkipMessage
 from faststream.message import StreamMessage
 from faststream.nats import NatsRouter
 
 from faststream_callout.discovery import CalloutService, add_discovery_subscribers
 from faststream_callout.feedback import ServerFeedback, add_feedback_subscriber
 from faststream_callout.observers import observe
-from faststream_callout.pipeline import CalloutPipeline, Decision
+from faststream_callout.pipeline import NO_REPLY, CalloutPipeline, Decision
 
 __all__ = ["AUTH_CALLOUT_SUBJECT", "XKEY_HEADER", "CalloutMessage", "callout_router"]
 
@@ -152,7 +153,10 @@ def callout_router(
             # Without a pipeline nothing can be signed: an empty body denies.
             logger.exception("cannot build the auth callout pipeline; denying")
             return b""
-        return await pipeline(message.body, message.server_xkey)
+        reply = await pipeline(message.body, message.server_xkey)
+        if reply is NO_REPLY:  # dropped by the policy: FastStream sends any return value
+            raise SkipMessage
+        return reply
 
     if isinstance(feedback, ServerFeedback):
         add_feedback_subscriber(router, feedback, include_in_schema=include_in_schema)

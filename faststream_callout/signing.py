@@ -1,18 +1,148 @@
-"""Which keys sign what: :class:`SigningKeys` for config and operator mode."""
+"""Which keys sign what: :class:`SigningKeys` for config and operator mode.
+
+A key that signs is a :class:`Signer`: an in-memory :class:`KeyPair`, or any
+object with the same ``public_key`` and a ``sign`` that may be ``async`` (a
+KMS, an HSM, a signing service). Signatures from signers other than a
+``KeyPair`` are checked before use: see :func:`external_signature`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Final, Protocol, TypeVar, runtime_checkable
 
-from faststream_callout.errors import ConfigurationError
-from faststream_callout.keys import KeyKind, KeyPair, is_public_key
+from faststream_callout import jwt
+from faststream_callout.claims import _Claims
+from faststream_callout.errors import ConfigurationError, SignerError
+from faststream_callout.keys import KeyKind, KeyPair, is_public_key, verify_signature
 from faststream_callout.xkeys import XKeyPair
 
-__all__ = ["ANY_ACCOUNT", "CalloutMode", "SigningKeys", "UserSigner"]
+__all__ = [
+    "ANY_ACCOUNT",
+    "CalloutMode",
+    "Signer",
+    "SigningKeys",
+    "UserSigner",
+    "external_signature",
+    "sign_jwt",
+]
 
 ANY_ACCOUNT = "*"
+SIGNATURE_SIZE: Final = 64
+logger: Final = logging.getLogger("faststream_callout")
+_ClaimsT = TypeVar("_ClaimsT", bound=_Claims)
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """An Ed25519 nkey that signs, wherever its private half lives.
+
+    :class:`KeyPair` is the in-memory implementation. Anything else with a
+    ``public_key`` (the nkey, ``A...``) and a ``sign`` returning the 64-byte
+    Ed25519 signature, directly or as an awaitable, works too: a KMS or HSM
+    client, a remote signing service. ``sign`` may raise; see :class:`SigningKeys`
+    for what the pipeline then does.
+    """
+
+    @property
+    def public_key(self) -> str:
+        """The public nkey whose private key makes the signatures (``A...``)."""
+        ...
+
+    def sign(self, data: bytes) -> bytes | Awaitable[bytes]:
+        """Return the Ed25519 signature of ``data`` (64 bytes), or an awaitable of it."""
+        ...
+
+
+async def external_signature(
+    signer: Signer, data: bytes, *, public_key: str | None = None, deadline: float | None = None
+) -> bytes:
+    """Have ``signer`` sign ``data`` and check the result before anyone relies on it.
+
+    The signature must be 64 bytes and verify against the signer's public key
+    (about 50 us, next to the milliseconds a KMS takes): a signer pointed at
+    the wrong key, or returning garbage, never gets a reply sent.
+
+    Args:
+        signer: the signer.
+        data: the bytes to sign.
+        public_key: the key the signature must verify with (default: the signer's).
+        deadline: the event loop time (``loop.time()``) by which an ``async``
+            signer must have answered.
+
+    Raises:
+        SignerError: the signer raised, timed out or returned an invalid signature.
+            The message names the signer's public key, never data or signature.
+
+    """
+    key = signer.public_key if public_key is None else public_key
+    try:
+        signature = signer.sign(data)
+        if inspect.isawaitable(signature):
+            if deadline is None:
+                signature = await signature
+            else:
+                async with asyncio.timeout_at(deadline):
+                    signature = await signature
+    except TimeoutError:
+        raise SignerError(f"signer {key} did not answer in time") from None
+    except Exception as exc:  # whatever the KMS client raises
+        raise SignerError(f"signer {key} failed: {type(exc).__name__}") from exc
+    if not isinstance(signature, bytes | bytearray | memoryview):
+        raise SignerError(f"signer {key} returned {type(signature).__name__}, not bytes")
+    signature = bytes(signature)
+    if len(signature) != SIGNATURE_SIZE:
+        raise SignerError(
+            f"signer {key} returned {len(signature)} bytes, not a 64-byte Ed25519 signature"
+        )
+    if not verify_signature(key, data, signature):
+        raise SignerError(
+            f"signature from signer {key} does not verify with that public key "
+            "(is the signer using another key?)"
+        )
+    return signature
+
+
+async def sign_jwt(
+    claims: _ClaimsT, signer: Signer, *, now: int | None = None, deadline: float | None = None
+) -> str:
+    """Encode ``claims`` as a JWT issued and signed by ``signer``.
+
+    A :class:`KeyPair` signs in line; any other signer goes through
+    :func:`external_signature` (awaited by ``deadline``, signature checked).
+
+    Raises:
+        SignerError: see :func:`external_signature`.
+
+    """
+    if isinstance(signer, KeyPair):
+        return jwt.encode(claims, signer, now=now)
+    public_key = signer.public_key
+    data = jwt.signing_input(claims, public_key, now=now)
+    signature = await external_signature(signer, data, public_key=public_key, deadline=deadline)
+    return jwt.compact(data, signature)
+
+
+def _check_signer(signer: object, what: str) -> Signer:
+    """``signer`` if it is a Signer with an account public key, else a ConfigurationError."""
+    if isinstance(signer, KeyPair):
+        if signer.kind is not KeyKind.ACCOUNT:
+            raise ConfigurationError(f"{what} must be an account key (A...)")
+        return signer
+    if not isinstance(signer, Signer):
+        raise ConfigurationError(
+            f"{what} must be a KeyPair or a Signer (public_key and sign), "
+            f"not {type(signer).__name__}"
+        )
+    public_key = signer.public_key
+    if not isinstance(public_key, str) or not is_public_key(public_key, KeyKind.ACCOUNT):
+        raise ConfigurationError(f"{what} must be an account key (A...)")
+    return signer
 
 
 class CalloutMode(Enum):
@@ -30,7 +160,7 @@ class UserSigner:
     signing keys, and empty when ``key`` is the account key itself.
     """
 
-    key: KeyPair
+    key: Signer
     issuer_account: str = ""
 
 
@@ -47,10 +177,19 @@ class SigningKeys:
 
     ``xkey`` is the service's curve key when the server is configured with one.
     ``repr`` shows public keys only.
+
+    Every key may be a :class:`KeyPair` or any other :class:`Signer` (a KMS or
+    HSM, ``sign`` sync or ``async``). The pipeline awaits an external signer
+    until nats-server's deadline and verifies each signature it returns. When a
+    signer fails, times out or returns a bad signature, nothing can be signed,
+    not even a denial: the reply is empty, which nats-server reads as a denial
+    (``Auth callout violation: "no reason supplied"``), the decision's outcome
+    is ``signer_failed`` and an ERROR is logged. Fail closed, and fast.
     """
 
     __slots__ = (
         "_allowed_accounts",
+        "_external",
         "_mode",
         "_response_signer",
         "_user_signers",
@@ -58,31 +197,31 @@ class SigningKeys:
         "xkey",
     )
 
-    def __init__(self, issuer: KeyPair, *, xkey: XKeyPair | None = None) -> None:
-        if issuer.kind is not KeyKind.ACCOUNT:
-            raise ConfigurationError("the auth callout issuer must be an account key (A...)")
+    def __init__(self, issuer: KeyPair | Signer, *, xkey: XKeyPair | None = None) -> None:
+        issuer = _check_signer(issuer, "the auth callout issuer")
         self._mode = CalloutMode.CONFIG
         self.callout_account: str = issuer.public_key
         self._response_signer = UserSigner(issuer)
         self._user_signers: dict[str, UserSigner] = {}
         self._allowed_accounts: frozenset[str] | None = None
         self.xkey = xkey
+        self._refresh()
 
     @classmethod
     def operator(
         cls,
-        callout_account: KeyPair | str,
+        callout_account: KeyPair | Signer | str,
         *,
-        signing_key: KeyPair | None = None,
-        accounts: Mapping[str, KeyPair] | None = None,
+        signing_key: KeyPair | Signer | None = None,
+        accounts: Mapping[str, KeyPair | Signer] | None = None,
         allowed_accounts: Collection[str] | None = None,
         xkey: XKeyPair | None = None,
     ) -> SigningKeys:
         """Keys for operator mode.
 
         Args:
-            callout_account: the callout account's key pair, or its public key
-                when responses are signed by ``signing_key``.
+            callout_account: the callout account's key pair (or signer), or its
+                public key when responses are signed by ``signing_key``.
             signing_key: a signing key of the callout account to sign responses
                 (and users placed in the callout account) instead of its own key.
             accounts: target account public key -> the key that issues its
@@ -93,14 +232,16 @@ class SigningKeys:
             xkey: the curve key named in the account JWT's ``authorization.xkey``.
 
         """
+        if not isinstance(callout_account, str):
+            callout_account = _check_signer(callout_account, "the callout account")
         account_pub = (
             callout_account if isinstance(callout_account, str) else callout_account.public_key
         )
         if not is_public_key(account_pub, KeyKind.ACCOUNT):
             raise ConfigurationError("the callout account must be an account public key (A...)")
-        signer_key = signing_key or (
-            callout_account if isinstance(callout_account, KeyPair) else None
-        )
+        signer_key = signing_key
+        if signer_key is None and not isinstance(callout_account, str):
+            signer_key = callout_account
         if signer_key is None:
             raise ConfigurationError(
                 "give the callout account's key pair or one of its signing keys"
@@ -115,12 +256,41 @@ class SigningKeys:
                 raise ConfigurationError(
                     "operator-mode target accounts are account public keys (A...)"
                 )
-            if key.kind is not KeyKind.ACCOUNT:
-                raise ConfigurationError("user JWTs are signed by account keys (A...)")
+            key = _check_signer(key, "the key signing user JWTs")  # noqa: PLW2901
             self._user_signers[target] = _signer(target, key)
         if allowed_accounts is not None:
             self._allowed_accounts = frozenset(allowed_accounts)
+        self._refresh()
         return self
+
+    @property
+    def external(self) -> bool:
+        """Whether some key is not an in-memory :class:`KeyPair` (a KMS, an HSM)."""
+        return self._external
+
+    def _refresh(self) -> None:
+        # Read per request by the pipeline: computed when the keys change, not then.
+        self._external = any(not isinstance(s.key, KeyPair) for s in self._all_signers())
+
+    def _all_signers(self) -> list[UserSigner]:
+        return [self._response_signer, *self._user_signers.values()]
+
+    async def probe(self, *, within: float = 5.0) -> None:
+        """Have every external signer sign a probe and check the signatures.
+
+        For start-up (``after_startup=[keys.probe]``): a misconfigured KMS then
+        fails the start instead of the first logins. In-memory keys are skipped.
+
+        Raises:
+            SignerError: the first signer that failed, by public key.
+
+        """
+        deadline = asyncio.get_running_loop().time() + within
+        for signer in {id(s.key): s.key for s in self._all_signers()}.values():
+            if not isinstance(signer, KeyPair):
+                await external_signature(
+                    signer, b"faststream-callout signer probe", deadline=deadline
+                )
 
     @property
     def mode(self) -> CalloutMode:
@@ -173,5 +343,5 @@ class SigningKeys:
         return f"SigningKeys({self._mode.value}, callout_account={self.callout_account}{xkey})"
 
 
-def _signer(account: str, key: KeyPair) -> UserSigner:
+def _signer(account: str, key: Signer) -> UserSigner:
     return UserSigner(key, "" if key.public_key == account else account)

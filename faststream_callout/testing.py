@@ -35,6 +35,7 @@ from faststream_callout.claims import (
 )
 from faststream_callout.errors import InvalidJWTError, InvalidKeyError
 from faststream_callout.keys import KeyKind, KeyPair, is_public_key
+from faststream_callout.pipeline import NO_REPLY
 from faststream_callout.router import AUTH_CALLOUT_SUBJECT, XKEY_HEADER
 from faststream_callout.signing import ANY_ACCOUNT, CalloutMode, SigningKeys
 from faststream_callout.validation import user_issues
@@ -291,6 +292,8 @@ class FakeServer:
         response: AuthorizationResponseClaims | None = None
         user: UserClaims | None = None
         try:
+            if reply is NO_REPLY:  # a dropped request: the server waits out its timeout
+                raise _Refused("authorization callout response not received in time", invalid=False)
             if not reply:
                 raise _Refused('auth callout violation: "no reason supplied"', invalid=False)
             body = reply
