@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
+import msgspec
 import nacl.exceptions
 
 from faststream_callout import jwt
@@ -44,6 +45,7 @@ from faststream_callout.policy import (
 from faststream_callout.signing import CalloutMode, Signer, SigningKeys, sign_jwt
 from faststream_callout.throttle import Throttle, throttle_keys
 from faststream_callout.validation import user_issues
+from faststream_callout.xkeys import XKeyPair
 
 __all__ = ["NO_REPLY", "CalloutPipeline", "CalloutSettings", "Decision", "Outcome"]
 
@@ -159,8 +161,9 @@ class _Unsigned(Exception):  # noqa: N818 - internal control flow, never escapes
 class _Exchange:
     """What the reply to one request needs: keys, the seal, the signing deadline."""
 
-    keys: SigningKeys
+    keys: SigningKeys  # of the callout account the request is for
     server_xkey: str | None = None  # the Nats-Server-Xkey header: seal the reply to it
+    xkey: XKeyPair | None = None  # ours that opened the request: the server opens with it
     sign_by: float | None = None  # loop time external signers must answer by
 
 
@@ -243,40 +246,41 @@ class CalloutPipeline:
 
     # -- stages ---------------------------------------------------------------
 
-    def _open(self, body: bytes, server_xkey: str | None) -> bytes:
+    def _open(
+        self, body: bytes, server_xkey: str | None, xkeys: tuple[XKeyPair, ...]
+    ) -> tuple[bytes, XKeyPair | None]:
         if len(body) > self.settings.max_request_size:
             raise _Refusal(Outcome.REJECTED, f"request of {len(body)} bytes exceeds the size limit")
         if server_xkey is None:
-            return body
-        xkey = self.keys.xkey
-        if xkey is None:
+            return body, None
+        if not xkeys:
             raise _Refusal(
                 Outcome.REJECTED,
                 "request is encrypted (Nats-Server-Xkey header) but this service has no xkey; "
                 "give SigningKeys the xkey whose public key the server is configured with",
             )
-        try:
-            return xkey.open(body, server_xkey)
-        except (InvalidKeyError, nacl.exceptions.CryptoError) as exc:
-            raise _Refusal(
-                Outcome.REJECTED,
-                f"cannot decrypt request ({exc}); is the server configured with our xkey "
-                f"{xkey.public_key}?",
-            ) from None
+        # The request does not say which of our keys it is for (during a rotation,
+        # or with several callout accounts): a wrong key fails its MAC check quickly.
+        for xkey in xkeys:
+            try:
+                return xkey.open(body, server_xkey), xkey
+            except (InvalidKeyError, nacl.exceptions.CryptoError) as exc:
+                error = exc
+        ours = " or ".join(x.public_key for x in xkeys)
+        raise _Refusal(
+            Outcome.REJECTED,
+            f"cannot decrypt request ({error}); is the server configured with our xkey {ours}?",
+        )
 
     def _verify(
-        self, claims: AuthorizationRequestClaims, server_xkey: str | None, now: float
+        self, claims: AuthorizationRequestClaims, exchange: _Exchange, now: float
     ) -> str | None:
         request = claims.nats
+        server_xkey, xkeys = exchange.server_xkey, exchange.keys.xkeys
         if claims.aud != AUTH_REQUEST_AUDIENCE:
             return "request audience is not nats-authorization-request"
         if claims.iss != request.server_id.id:
             return "request issuer is not the server named in server_id"
-        if claims.sub != self.keys.callout_account:
-            return (
-                f"request is for callout account {claims.sub}, this service signs for "
-                f"{self.keys.callout_account}"
-            )
         if not claims.exp:
             return "request has no expiry"
         try:
@@ -287,17 +291,24 @@ class CalloutPipeline:
             return "request user_nkey is not a user public key"
         if server_xkey is not None and server_xkey != request.server_id.xkey:
             return "Nats-Server-Xkey header does not match the signed server_id.xkey"
-        if server_xkey is None and self.keys.xkey is not None:
+        if server_xkey is None and xkeys:
             return (
                 "request is not encrypted but this service has an xkey; configure the server "
-                f"with xkey {self.keys.xkey.public_key} or remove the xkey from SigningKeys"
+                f"with xkey {xkeys[0].public_key} or remove the xkey from SigningKeys"
+            )
+        if exchange.xkey is not None and exchange.xkey not in xkeys:
+            return (
+                f"request for callout account {claims.sub} is encrypted for the xkey "
+                f"{exchange.xkey.public_key} of another callout account"
             )
         return None
 
     async def _decide(self, body: bytes, server_xkey: str | None) -> Decision:
         now = self._clock()
+        all_keys = self.keys  # read once: keys swapped meanwhile apply to the next request
         try:
-            claims = jwt.decode(self._open(body, server_xkey), AuthorizationRequestClaims)
+            plaintext, xkey = self._open(body, server_xkey, all_keys.xkeys)
+            claims = jwt.decode(plaintext, AuthorizationRequestClaims)
         except (_Refusal, InvalidJWTError) as exc:
             # Nothing trustworthy to answer to: deny with an empty body.
             logger.warning("auth callout request rejected: %s", exc)
@@ -306,14 +317,22 @@ class CalloutPipeline:
         if not self.settings.trusts(claims.iss):
             logger.warning("auth callout request from untrusted server %s ignored", claims.iss)
             return Decision(Outcome.REJECTED, b"", "request from an untrusted server")
-        exchange = _Exchange(self.keys, server_xkey)
-        if exchange.keys.external:
+        account_keys = all_keys.select(claims.sub)  # the signed sub names the callout account
+        if account_keys is None:
+            # No key of that account: nothing we sign would be accepted. Deny, unsigned.
+            ours = ", ".join(member.callout_account for member in all_keys.members)
+            wrong = f"request is for callout account {claims.sub}, this service signs for {ours}"
+            logger.warning("auth callout request rejected: %s", wrong)
+            return Decision(Outcome.REJECTED, b"", wrong, request)
+        msgspec.structs.force_setattr(request, "callout_account", claims.sub)
+        exchange = _Exchange(account_keys, server_xkey, xkey)
+        if account_keys.external:
             # External signers may take until the server's deadline, denials included.
             server_deadline = now + self.settings.auth_timeout
             if claims.exp:  # nats-server rounds its deadline down into exp
                 server_deadline = min(server_deadline, claims.exp + 1)
             exchange.sign_by = asyncio.get_running_loop().time() + server_deadline - now
-        problem = self._verify(claims, server_xkey, now)
+        problem = self._verify(claims, exchange, now)
         if problem is not None:
             logger.warning("auth callout request rejected: %s", problem)
             return await self._deny(request, Outcome.REJECTED, problem, exchange)
@@ -506,10 +525,11 @@ class CalloutPipeline:
             token = jwt.encode(claims, key, now=now).encode("ascii")
         else:
             token = (await self._sign(claims, key, now, request, exchange)).encode("ascii")
-        if exchange.server_xkey is not None and keys.xkey is not None:
+        if exchange.server_xkey is not None and exchange.xkey is not None:
             # Sealed to the header key; for an allowed reply it was verified equal
             # to the signed server_id.xkey, otherwise the reply is only a denial.
-            return keys.xkey.seal(token, exchange.server_xkey)
+            # With the xkey that opened the request: the server opens with that one.
+            return exchange.xkey.seal(token, exchange.server_xkey)
         return token
 
     async def _sign(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 from collections.abc import Awaitable, Collection, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -34,7 +33,6 @@ __all__ = [
 
 ANY_ACCOUNT = "*"
 SIGNATURE_SIZE: Final = 64
-logger: Final = logging.getLogger("faststream_callout")
 _ClaimsT = TypeVar("_ClaimsT", bound=_Claims)
 
 
@@ -185,26 +183,44 @@ class SigningKeys:
     not even a denial: the reply is empty, which nats-server reads as a denial
     (``Auth callout violation: "no reason supplied"``), the decision's outcome
     is ``signer_failed`` and an ERROR is logged. Fail closed, and fast.
+
+    Rotation: ``next_xkey`` is accepted besides ``xkey`` (requests are opened
+    with whichever of the two they were encrypted for, and the reply is sealed
+    with that one), and operator mode's ``next_signing_key`` waits to sign
+    until :meth:`rotate`. Several callout accounts: :meth:`combine`.
     """
 
     __slots__ = (
         "_allowed_accounts",
         "_external",
+        "_members",
         "_mode",
+        "_next_response_signer",
+        "_next_xkey",
         "_response_signer",
         "_user_signers",
+        "_xkey",
+        "_xkeys",
         "callout_account",
-        "xkey",
     )
 
-    def __init__(self, issuer: KeyPair | Signer, *, xkey: XKeyPair | None = None) -> None:
+    def __init__(
+        self,
+        issuer: KeyPair | Signer,
+        *,
+        xkey: XKeyPair | None = None,
+        next_xkey: XKeyPair | None = None,
+    ) -> None:
         issuer = _check_signer(issuer, "the auth callout issuer")
         self._mode = CalloutMode.CONFIG
         self.callout_account: str = issuer.public_key
         self._response_signer = UserSigner(issuer)
+        self._next_response_signer: UserSigner | None = None
         self._user_signers: dict[str, UserSigner] = {}
         self._allowed_accounts: frozenset[str] | None = None
-        self.xkey = xkey
+        self._members: dict[str, SigningKeys] = {}  # several callout accounts: see combine()
+        self._xkey = xkey
+        self._next_xkey = next_xkey
         self._refresh()
 
     @classmethod
@@ -213,9 +229,11 @@ class SigningKeys:
         callout_account: KeyPair | Signer | str,
         *,
         signing_key: KeyPair | Signer | None = None,
+        next_signing_key: KeyPair | Signer | None = None,
         accounts: Mapping[str, KeyPair | Signer] | None = None,
         allowed_accounts: Collection[str] | None = None,
         xkey: XKeyPair | None = None,
+        next_xkey: XKeyPair | None = None,
     ) -> SigningKeys:
         """Keys for operator mode.
 
@@ -224,12 +242,17 @@ class SigningKeys:
                 public key when responses are signed by ``signing_key``.
             signing_key: a signing key of the callout account to sign responses
                 (and users placed in the callout account) instead of its own key.
+            next_signing_key: the callout account's key that takes over at
+                :meth:`rotate`; list it in the account JWT's ``signing_keys``
+                before you rotate.
             accounts: target account public key -> the key that issues its
                 users: the account key itself or one of its signing keys.
             allowed_accounts: the callout account JWT's ``authorization.allowed_accounts``
                 (``["*"]`` for any). Grants for other accounts are refused here,
                 before nats-server would refuse them. Default: the ``accounts`` given.
             xkey: the curve key named in the account JWT's ``authorization.xkey``.
+            next_xkey: a curve key whose requests are accepted too: the one the
+                account JWT is about to name (or named until just now).
 
         """
         if not isinstance(callout_account, str):
@@ -246,10 +269,13 @@ class SigningKeys:
             raise ConfigurationError(
                 "give the callout account's key pair or one of its signing keys"
             )
-        self = cls(signer_key, xkey=xkey)
+        self = cls(signer_key, xkey=xkey, next_xkey=next_xkey)
         self._mode = CalloutMode.OPERATOR
         self.callout_account = account_pub
         self._response_signer = _signer(account_pub, signer_key)
+        if next_signing_key is not None:
+            next_key = _check_signer(next_signing_key, "the next signing key")
+            self._next_response_signer = _signer(account_pub, next_key)
         self._user_signers = {account_pub: self._response_signer}
         for target, key in (accounts or {}).items():
             if not is_public_key(target, KeyKind.ACCOUNT):
@@ -263,6 +289,117 @@ class SigningKeys:
         self._refresh()
         return self
 
+    @classmethod
+    def combine(cls, *keys: SigningKeys) -> SigningKeys:
+        """One service for several callout accounts (or config-mode issuers).
+
+        Each request is answered with the keys of the callout account it was
+        sent for: the request JWT's ``sub``, signed by the server (operator mode:
+        the callout account; config mode: ``auth_callout.issuer``). Requests
+        for any other account get an empty reply (a denial). Requests are
+        opened with the xkeys of all of them. Subscribe in each callout account
+        (one connection, so one broker, per account) with the same pipeline.
+
+        In config mode this also changes the issuer without a gap: combine the
+        old and the new issuer while the servers of a cluster restart one by one.
+
+        The combination's own ``callout_account``, ``mode``, ``xkey`` and
+        signers are those of the first keys; :meth:`select` gives each one.
+        """
+        if not keys:
+            raise ConfigurationError("combine at least one SigningKeys")
+        members: dict[str, SigningKeys] = {}
+        for key in keys:
+            if not isinstance(key, SigningKeys):
+                raise ConfigurationError(f"combine SigningKeys, not {type(key).__name__}")
+            for member in key.members:
+                if member.callout_account in members:
+                    raise ConfigurationError(
+                        f"two SigningKeys for callout account {member.callout_account}; "
+                        "rotate keys with next_signing_key/next_xkey instead"
+                    )
+                members[member.callout_account] = member
+        if len(members) == 1:
+            return next(iter(members.values()))
+        first = next(iter(members.values()))
+        self = object.__new__(cls)
+        for name in cls.__slots__:
+            object.__setattr__(self, name, getattr(first, name))
+        self._members = members
+        self._refresh()
+        return self
+
+    @property
+    def members(self) -> tuple[SigningKeys, ...]:
+        """The keys of each callout account: ``(self,)`` unless combined (:meth:`combine`)."""
+        return tuple(self._members.values()) if self._members else (self,)
+
+    def select(self, callout_account: str) -> SigningKeys | None:
+        """The keys for requests sent for ``callout_account`` (a request JWT's ``sub``)."""
+        if self._members:
+            return self._members.get(callout_account)
+        return self if callout_account == self.callout_account else None
+
+    @property
+    def xkey(self) -> XKeyPair | None:
+        """The curve key the server is configured with (the first of :attr:`xkeys`)."""
+        return self._xkey
+
+    @xkey.setter
+    def xkey(self, value: XKeyPair | None) -> None:
+        self._xkey = value
+        self._refresh()
+
+    @property
+    def next_xkey(self) -> XKeyPair | None:
+        """The other curve key accepted during an xkey rotation."""
+        return self._next_xkey
+
+    @property
+    def xkeys(self) -> tuple[XKeyPair, ...]:
+        """Every curve key a request may be encrypted for (combined: of every member)."""
+        if self._members:
+            return tuple(x for member in self._members.values() for x in member.xkeys)
+        return self._xkeys
+
+    @property
+    def next_signing_key(self) -> Signer | None:
+        """Operator mode: the key that signs responses after :meth:`rotate`."""
+        signer = self._next_response_signer
+        return None if signer is None else signer.key
+
+    def rotate(self) -> None:
+        """Switch to the next keys: ``next_signing_key`` signs, ``next_xkey`` becomes ``xkey``.
+
+        The previous keys become the next ones: the old xkey is still accepted
+        (servers that have not seen the new account JWT yet keep using it) and a
+        second ``rotate()`` switches back. :meth:`retire` forgets them. Requests
+        in flight finish with the keys they started with. Combined keys rotate
+        every member; rotate one account with ``keys.select(account).rotate()``.
+        """
+        for member in self._members.values():
+            member.rotate()
+        if self._members:
+            return
+        if self._next_response_signer is not None:
+            self._response_signer, self._next_response_signer = (
+                self._next_response_signer,
+                self._response_signer,
+            )
+            if self._mode is CalloutMode.OPERATOR:
+                self._user_signers[self.callout_account] = self._response_signer
+        if self._next_xkey is not None:
+            self._xkey, self._next_xkey = self._next_xkey, self._xkey
+        self._refresh()
+
+    def retire(self) -> None:
+        """Forget the next (after :meth:`rotate`: the previous) signing key and xkey."""
+        for member in self._members.values():
+            member.retire()
+        self._next_response_signer = None
+        self._next_xkey = None
+        self._refresh()
+
     @property
     def external(self) -> bool:
         """Whether some key is not an in-memory :class:`KeyPair` (a KMS, an HSM)."""
@@ -270,10 +407,16 @@ class SigningKeys:
 
     def _refresh(self) -> None:
         # Read per request by the pipeline: computed when the keys change, not then.
+        self._xkeys = tuple(x for x in (self._xkey, self._next_xkey) if x is not None)
         self._external = any(not isinstance(s.key, KeyPair) for s in self._all_signers())
 
     def _all_signers(self) -> list[UserSigner]:
-        return [self._response_signer, *self._user_signers.values()]
+        if self._members:
+            return [s for member in self._members.values() for s in member._all_signers()]  # noqa: SLF001
+        signers = [self._response_signer, *self._user_signers.values()]
+        if self._next_response_signer is not None:
+            signers.append(self._next_response_signer)
+        return signers
 
     async def probe(self, *, within: float = 5.0) -> None:
         """Have every external signer sign a probe and check the signatures.
@@ -339,8 +482,16 @@ class SigningKeys:
         return frozenset(self._user_signers)
 
     def __repr__(self) -> str:
-        xkey = f", xkey={self.xkey.public_key}" if self.xkey else ""
-        return f"SigningKeys({self._mode.value}, callout_account={self.callout_account}{xkey})"
+        if self._members:
+            inner = ", ".join(repr(member) for member in self._members.values())
+            return f"SigningKeys.combine({inner})"
+        xkeys = ", ".join(x.public_key for x in self._xkeys)
+        xkey = f", xkeys=[{xkeys}]" if len(self._xkeys) > 1 else f", xkey={xkeys}" if xkeys else ""
+        rotating = ", rotating" if self._next_response_signer is not None else ""
+        return (
+            f"SigningKeys({self._mode.value}, callout_account={self.callout_account}"
+            f"{xkey}{rotating})"
+        )
 
 
 def _signer(account: str, key: Signer) -> UserSigner:
