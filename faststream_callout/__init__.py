@@ -21,12 +21,20 @@ from faststream_callout.errors import (
     CalloutError,
     ConfigurationError,
     Denied,
+    Drop,
     InvalidJWTError,
     InvalidKeyError,
     NotApplicable,
+    SignerError,
 )
 from faststream_callout.keys import KeyKind, KeyPair
-from faststream_callout.pipeline import CalloutPipeline, CalloutSettings, Decision, Outcome
+from faststream_callout.pipeline import (
+    NO_REPLY,
+    CalloutPipeline,
+    CalloutSettings,
+    Decision,
+    Outcome,
+)
 from faststream_callout.policy import Grant, Identity, IdentityLookup, PermissionBuilder
 from faststream_callout.providers import CalloutProvider, PolicyProvider
 from faststream_callout.router import (
@@ -45,12 +53,13 @@ from faststream_callout.sessions import (
     kick,
     revoke_users,
 )
-from faststream_callout.signing import CalloutMode, SigningKeys, UserSigner
+from faststream_callout.signing import CalloutMode, Signer, SigningKeys, UserSigner
 from faststream_callout.throttle import MemoryThrottle, NoThrottle, Throttle, ThrottlePolicy
 from faststream_callout.xkeys import XKeyPair
 
 __all__ = [
     "AUTH_CALLOUT_SUBJECT",
+    "NO_REPLY",
     "AuthorizationRequest",
     "AuthorizationRequestClaims",
     "AuthorizationResponse",
@@ -70,6 +79,7 @@ __all__ = [
     "DecisionCache",
     "Denied",
     "Dispatch",
+    "Drop",
     "Grant",
     "Identity",
     "IdentityLookup",
@@ -92,6 +102,8 @@ __all__ = [
     "ServerId",
     "Session",
     "SessionRegistry",
+    "Signer",
+    "SignerError",
     "SigningKeys",
     "Throttle",
     "ThrottlePolicy",

@@ -114,7 +114,11 @@ class ClientTLS(_Wire, frozen=True, kw_only=True):
 
 
 class AuthorizationRequest(_Wire, frozen=True, kw_only=True):
-    """The ``nats`` part of an authorization request: what user code decides on."""
+    """The ``nats`` part of an authorization request: what user code decides on.
+
+    ``callout_account`` is the account the request was sent for (operator mode:
+    the callout account's public key; config mode: ``auth_callout.issuer``).
+    """
 
     server_id: ServerId = msgspec.field(default_factory=ServerId)
     user_nkey: str
@@ -125,6 +129,9 @@ class AuthorizationRequest(_Wire, frozen=True, kw_only=True):
     tags: list[str] = []
     type: str
     version: int
+    # Not sent by nats-server: the pipeline sets it from the verified request JWT's
+    # ``sub``, so a policy serving several callout accounts knows which one asks.
+    callout_account: str = ""
 
     def __repr__(self) -> str:
         # Servers before 2.10.28/2.11.2 put the token itself in client_info.user.

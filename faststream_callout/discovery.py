@@ -40,7 +40,9 @@ SERVICE_PREFIX: Final = "$SRV"
 PING_RESPONSE_TYPE: Final = "io.nats.micro.v1.ping_response"
 INFO_RESPONSE_TYPE: Final = "io.nats.micro.v1.info_response"
 STATS_RESPONSE_TYPE: Final = "io.nats.micro.v1.stats_response"
-ERROR_OUTCOMES: Final = frozenset({Outcome.ERROR, Outcome.TIMEOUT, Outcome.REJECTED})
+ERROR_OUTCOMES: Final = frozenset(
+    {Outcome.ERROR, Outcome.TIMEOUT, Outcome.REJECTED, Outcome.SIGNER_FAILED}
+)
 ENDPOINT_NAME: Final = "authorize"
 
 _NAME = re.compile(r"^[A-Za-z0-9\-_]+$")  # nats.micro NAME_REGEX

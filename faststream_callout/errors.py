@@ -9,9 +9,11 @@ __all__ = [
     "CalloutError",
     "ConfigurationError",
     "Denied",
+    "Drop",
     "InvalidJWTError",
     "InvalidKeyError",
     "NotApplicable",
+    "SignerError",
 ]
 
 
@@ -29,6 +31,14 @@ class InvalidJWTError(CalloutError, ValueError):
 
 class ConfigurationError(CalloutError, ValueError):
     """The callout service is configured in a way nats-server would not accept."""
+
+
+class SignerError(CalloutError):
+    """An external signer failed, timed out, or returned a signature that does not verify.
+
+    Nothing can be signed then, not even a denial: the pipeline answers with an
+    empty (unsigned) reply, which nats-server reads as a denial.
+    """
 
 
 class Denied(Exception):  # noqa: N818 - reads as an outcome: ``raise Denied("...")``
@@ -60,3 +70,24 @@ class NotApplicable(Denied):
     Args:
         reason: why the lookup passed, e.g. ``"no token presented"``; never a secret.
     """
+
+
+class Drop(Exception):  # noqa: N818 - reads as an outcome: ``raise Drop("...")``
+    """Raise from an identity lookup or permission builder to send no reply at all.
+
+    Unlike :class:`Denied`, nothing is sent: nats-server waits out its
+    ``authorization.timeout`` and then refuses the client with ``Authorization
+    Violation``, logging nothing above debug level. Use it when another service
+    (in another queue group) should answer, or to let abusive clients wait.
+    The decision is still logged and observed (outcome ``dropped``). Not a
+    ``Denied``: ``FirstMatch`` does not ask the next lookup and the throttle does
+    not count it.
+
+    Args:
+        reason: why the request is dropped (logged, never sent); never a secret.
+
+    """
+
+    def __init__(self, reason: str = "dropped") -> None:
+        super().__init__(reason)
+        self.reason = reason or "dropped"

@@ -30,7 +30,15 @@ from faststream_callout.keys import (
     verify_signature,
 )
 
-__all__ = ["MAX_TOKEN_SIZE", "decode", "encode", "encode_bytes", "validate_times"]
+__all__ = [
+    "MAX_TOKEN_SIZE",
+    "compact",
+    "decode",
+    "encode",
+    "encode_bytes",
+    "signing_input",
+    "validate_times",
+]
 
 ClaimsT = TypeVar("ClaimsT", bound=_Claims)
 
@@ -127,11 +135,24 @@ def encode(claims: ClaimsT, key: KeyPair, *, now: int | None = None) -> str:
 
 def encode_bytes(claims: ClaimsT, key: KeyPair, *, now: int | None = None) -> bytes:
     """Like :func:`encode`, as ASCII bytes (what goes on the wire)."""
+    data = signing_input(claims, key.public_key, now=now)
+    return data + b"." + _b64encode(key.sign(data))
+
+
+def signing_input(claims: ClaimsT, issuer: str, *, now: int | None = None) -> bytes:
+    """The bytes an issuer signs: ``header.payload`` of ``claims`` issued by ``issuer`` at ``now``.
+
+    For signers that cannot be called in line (a KMS): sign these bytes, then
+    :func:`compact` them with the signature.
+    """
     issued_at = int(time.time()) if now is None else int(now)
-    signed = msgspec.structs.replace(claims, iss=key.public_key, iat=issued_at, jti="")
-    payload = _with_jti(_go_json(_ENCODER.encode(signed)), signed)
-    signing_input = _HEADER_B64 + b"." + _b64encode(payload)
-    return signing_input + b"." + _b64encode(key.sign(signing_input))
+    signed = msgspec.structs.replace(claims, iss=issuer, iat=issued_at, jti="")
+    return _HEADER_B64 + b"." + _b64encode(_with_jti(_go_json(_ENCODER.encode(signed)), signed))
+
+
+def compact(data: bytes, signature: bytes) -> str:
+    """The compact JWT of a :func:`signing_input` and its Ed25519 signature."""
+    return (data + b"." + _b64encode(signature)).decode("ascii")
 
 
 def _with_jti(payload: bytes, claims: _Claims) -> bytes:

@@ -12,8 +12,9 @@ metric                                      type       meaning
 ==========================================  =========  ==========================================
 
 ``outcome`` is one of ``allowed``, ``denied``, ``error``, ``timeout``,
-``throttled``, ``rejected``. No label carries a user, an account or anything
-else a client chooses, so the number of series stays fixed.
+``throttled``, ``rejected``, ``dropped``, ``signer_failed``. No label carries a
+user, an account or anything else a client chooses, so the number of series
+stays fixed.
 """
 
 from __future__ import annotations

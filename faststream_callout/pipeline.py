@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final, TypeVar
 
+import msgspec
 import nacl.exceptions
 
 from faststream_callout import jwt
@@ -32,8 +33,8 @@ from faststream_callout.claims import (
     User,
     UserClaims,
 )
-from faststream_callout.errors import Denied, InvalidJWTError, InvalidKeyError
-from faststream_callout.keys import KeyKind, is_public_key
+from faststream_callout.errors import Denied, Drop, InvalidJWTError, InvalidKeyError, SignerError
+from faststream_callout.keys import KeyKind, KeyPair, is_public_key
 from faststream_callout.policy import (
     Grant,
     Identity,
@@ -41,17 +42,27 @@ from faststream_callout.policy import (
     PermissionBuilder,
 )
 from faststream_callout.server_versions import enforces_proxy_required
-from faststream_callout.signing import CalloutMode, SigningKeys
+from faststream_callout.signing import CalloutMode, Signer, SigningKeys, sign_jwt
 from faststream_callout.throttle import Throttle, throttle_keys
 from faststream_callout.validation import user_issues
+from faststream_callout.xkeys import XKeyPair
 
-__all__ = ["CalloutPipeline", "CalloutSettings", "Decision", "Outcome"]
+__all__ = ["NO_REPLY", "CalloutPipeline", "CalloutSettings", "Decision", "Outcome"]
 
 logger: Final = logging.getLogger("faststream_callout")
 # One INFO record per decision, with the fields in ``record.callout``; never secrets.
 decision_logger: Final = logging.getLogger("faststream_callout.decisions")
 _THROTTLED_REASON: Final = "too many failed attempts; try again later"
 _TIMEOUT_REASON: Final = "authorization decision timed out"
+
+
+class _NoReply(bytes):
+    __slots__ = ()
+
+
+# The reply of a dropped request: empty like an unsigned denial, but told apart by
+# identity (``reply is NO_REPLY``): nothing at all must be sent for it.
+NO_REPLY: Final[bytes] = _NoReply()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +121,8 @@ class Outcome(Enum):
     TIMEOUT = "timeout"  # the policy took too long; denied before the server gave up
     THROTTLED = "throttled"  # too many failed attempts; denied without a lookup
     REJECTED = "rejected"  # the request itself failed verification
+    DROPPED = "dropped"  # the policy raised Drop: no reply at all (NO_REPLY)
+    SIGNER_FAILED = "signer_failed"  # nothing could be signed: empty (unsigned) denial
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +151,23 @@ class _Refusal(Exception):  # noqa: N818 - internal control flow, never escapes
         super().__init__(reason)
         self.outcome = outcome
         self.reason = reason
+
+
+class _Unsigned(Exception):  # noqa: N818 - internal control flow, never escapes decide()
+    def __init__(self, request: AuthorizationRequest, reason: str) -> None:
+        super().__init__(reason)
+        self.request = request
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """What the reply to one request needs: keys, the seal, the signing deadline."""
+
+    keys: SigningKeys  # of the callout account the request is for
+    server_xkey: str | None = None  # the Nats-Server-Xkey header: seal the reply to it
+    xkey: XKeyPair | None = None  # ours that opened the request: the server opens with it
+    sign_by: float | None = None  # loop time external signers must answer by
 
 
 _T = TypeVar("_T")
@@ -190,7 +220,11 @@ class CalloutPipeline:
         self._clock = clock
 
     async def __call__(self, body: bytes, server_xkey: str | None = None) -> bytes:
-        """Return the reply body for a request body (and its ``Nats-Server-Xkey`` header)."""
+        """Return the reply body for a request body (and its ``Nats-Server-Xkey`` header).
+
+        The reply is :data:`NO_REPLY` (empty, tested with ``is``) when the policy
+        dropped the request: send nothing at all then.
+        """
         return (await self.decide(body, server_xkey)).reply
 
     async def decide(self, body: bytes, server_xkey: str | None = None) -> Decision:
@@ -199,6 +233,8 @@ class CalloutPipeline:
         self.in_flight += 1
         try:
             decision = await self._decide(body, server_xkey)
+        except _Unsigned as exc:  # nothing can be signed, a denial neither: empty reply
+            decision = Decision(Outcome.SIGNER_FAILED, b"", exc.reason, exc.request)
         except Exception:  # last line of defence: a bug here must still be a denial
             logger.exception("auth callout pipeline failed; replying with a denial")
             decision = Decision(Outcome.ERROR, b"", self.settings.error_reason)
@@ -217,40 +253,41 @@ class CalloutPipeline:
 
     # -- stages ---------------------------------------------------------------
 
-    def _open(self, body: bytes, server_xkey: str | None) -> bytes:
+    def _open(
+        self, body: bytes, server_xkey: str | None, xkeys: tuple[XKeyPair, ...]
+    ) -> tuple[bytes, XKeyPair | None]:
         if len(body) > self.settings.max_request_size:
             raise _Refusal(Outcome.REJECTED, f"request of {len(body)} bytes exceeds the size limit")
         if server_xkey is None:
-            return body
-        xkey = self.keys.xkey
-        if xkey is None:
+            return body, None
+        if not xkeys:
             raise _Refusal(
                 Outcome.REJECTED,
                 "request is encrypted (Nats-Server-Xkey header) but this service has no xkey; "
                 "give SigningKeys the xkey whose public key the server is configured with",
             )
-        try:
-            return xkey.open(body, server_xkey)
-        except (InvalidKeyError, nacl.exceptions.CryptoError) as exc:
-            raise _Refusal(
-                Outcome.REJECTED,
-                f"cannot decrypt request ({exc}); is the server configured with our xkey "
-                f"{xkey.public_key}?",
-            ) from None
+        # The request does not say which of our keys it is for (during a rotation,
+        # or with several callout accounts): a wrong key fails its MAC check quickly.
+        for xkey in xkeys:
+            try:
+                return xkey.open(body, server_xkey), xkey
+            except (InvalidKeyError, nacl.exceptions.CryptoError) as exc:
+                error = exc
+        ours = " or ".join(x.public_key for x in xkeys)
+        raise _Refusal(
+            Outcome.REJECTED,
+            f"cannot decrypt request ({error}); is the server configured with our xkey {ours}?",
+        )
 
     def _verify(
-        self, claims: AuthorizationRequestClaims, server_xkey: str | None, now: float
+        self, claims: AuthorizationRequestClaims, exchange: _Exchange, now: float
     ) -> str | None:
         request = claims.nats
+        server_xkey, xkeys = exchange.server_xkey, exchange.keys.xkeys
         if claims.aud != AUTH_REQUEST_AUDIENCE:
             return "request audience is not nats-authorization-request"
         if claims.iss != request.server_id.id:
             return "request issuer is not the server named in server_id"
-        if claims.sub != self.keys.callout_account:
-            return (
-                f"request is for callout account {claims.sub}, this service signs for "
-                f"{self.keys.callout_account}"
-            )
         if not claims.exp:
             return "request has no expiry"
         try:
@@ -261,17 +298,24 @@ class CalloutPipeline:
             return "request user_nkey is not a user public key"
         if server_xkey is not None and server_xkey != request.server_id.xkey:
             return "Nats-Server-Xkey header does not match the signed server_id.xkey"
-        if server_xkey is None and self.keys.xkey is not None:
+        if server_xkey is None and xkeys:
             return (
                 "request is not encrypted but this service has an xkey; configure the server "
-                f"with xkey {self.keys.xkey.public_key} or remove the xkey from SigningKeys"
+                f"with xkey {xkeys[0].public_key} or remove the xkey from SigningKeys"
+            )
+        if exchange.xkey is not None and exchange.xkey not in xkeys:
+            return (
+                f"request for callout account {claims.sub} is encrypted for the xkey "
+                f"{exchange.xkey.public_key} of another callout account"
             )
         return None
 
     async def _decide(self, body: bytes, server_xkey: str | None) -> Decision:
         now = self._clock()
+        all_keys = self.keys  # read once: keys swapped meanwhile apply to the next request
         try:
-            claims = jwt.decode(self._open(body, server_xkey), AuthorizationRequestClaims)
+            plaintext, xkey = self._open(body, server_xkey, all_keys.xkeys)
+            claims = jwt.decode(plaintext, AuthorizationRequestClaims)
         except (_Refusal, InvalidJWTError) as exc:
             # Nothing trustworthy to answer to: deny with an empty body.
             logger.warning("auth callout request rejected: %s", exc)
@@ -280,50 +324,69 @@ class CalloutPipeline:
         if not self.settings.trusts(claims.iss):
             logger.warning("auth callout request from untrusted server %s ignored", claims.iss)
             return Decision(Outcome.REJECTED, b"", "request from an untrusted server")
-        problem = self._verify(claims, server_xkey, now)
+        account_keys = all_keys.select(claims.sub)  # the signed sub names the callout account
+        if account_keys is None:
+            # No key of that account: nothing we sign would be accepted. Deny, unsigned.
+            ours = ", ".join(member.callout_account for member in all_keys.members)
+            wrong = f"request is for callout account {claims.sub}, this service signs for {ours}"
+            logger.warning("auth callout request rejected: %s", wrong)
+            return Decision(Outcome.REJECTED, b"", wrong, request)
+        msgspec.structs.force_setattr(request, "callout_account", claims.sub)
+        exchange = _Exchange(account_keys, server_xkey, xkey)
+        if account_keys.external:
+            # External signers may take until the server's deadline, denials included.
+            server_deadline = now + self.settings.auth_timeout
+            if claims.exp:  # nats-server rounds its deadline down into exp
+                server_deadline = min(server_deadline, claims.exp + 1)
+            exchange.sign_by = asyncio.get_running_loop().time() + server_deadline - now
+        problem = self._verify(claims, exchange, now)
         if problem is not None:
             logger.warning("auth callout request rejected: %s", problem)
-            return self._deny(request, Outcome.REJECTED, problem, server_xkey)
+            return await self._deny(request, Outcome.REJECTED, problem, exchange)
         keys = throttle_keys(request) if self.throttle is not None else []
         budget = self._budget(claims.exp, now)
         # One deadline for everything that may wait: the throttle store included.
         deadline = asyncio.get_running_loop().time() + budget
         if keys and await self._throttled(keys, deadline):
-            return self._deny(request, Outcome.THROTTLED, _THROTTLED_REASON, server_xkey)
+            return await self._deny(request, Outcome.THROTTLED, _THROTTLED_REASON, exchange)
         identity: Identity | None = None
         try:
             identity = await self._identify(request, keys, deadline)
             grant = await _by(deadline, self.permissions.build(identity, request))
             if not isinstance(grant, Grant):
                 raise TypeError(f"PermissionBuilder returned {type(grant).__name__}, not Grant")
-            user_jwt, expires = self._issue(request, identity, grant, now)
+            user_jwt, expires = await self._issue(request, identity, grant, now, exchange)
         except Denied as exc:
-            return self._deny(request, Outcome.DENIED, exc.reason, server_xkey, identity)
+            return await self._deny(request, Outcome.DENIED, exc.reason, exchange, identity)
         except _Refusal as exc:
-            return self._deny(request, exc.outcome, exc.reason, server_xkey, identity)
+            return await self._deny(request, exc.outcome, exc.reason, exchange, identity)
+        except Drop as exc:
+            return Decision(Outcome.DROPPED, NO_REPLY, exc.reason, request, identity)
+        except _Unsigned:
+            raise
         except TimeoutError:
             logger.warning(
                 "auth callout decision for client %s exceeded %.2fs; denying",
                 _client(request),
                 budget,
             )
-            return self._deny(request, Outcome.TIMEOUT, _TIMEOUT_REASON, server_xkey, identity)
+            return await self._deny(request, Outcome.TIMEOUT, _TIMEOUT_REASON, exchange, identity)
         except Exception:
             logger.exception("auth callout policy failed for client %s; denying", _client(request))
-            return self._deny(
-                request, Outcome.ERROR, self.settings.error_reason, server_xkey, identity
+            return await self._deny(
+                request, Outcome.ERROR, self.settings.error_reason, exchange, identity
             )
         if keys:
             await self._tell_throttle("succeeded", keys, deadline)
-        reply = self._respond(
+        reply = await self._respond(
             request,
             AuthorizationResponse(
                 jwt=user_jwt,
-                issuer_account=self.keys.response_signer.issuer_account,
+                issuer_account=exchange.keys.response_signer.issuer_account,
                 type=AUTH_RESPONSE_TYPE,
                 version=CLAIMS_VERSION,
             ),
-            server_xkey,
+            exchange,
         )
         return Decision(
             Outcome.ALLOWED,
@@ -382,10 +445,15 @@ class CalloutPipeline:
         except Exception:
             logger.exception("throttle failed to record a %s login", event)
 
-    def _issue(
-        self, request: AuthorizationRequest, identity: Identity, grant: Grant, now: float
+    async def _issue(
+        self,
+        request: AuthorizationRequest,
+        identity: Identity,
+        grant: Grant,
+        now: float,
+        exchange: _Exchange,
     ) -> tuple[str, int]:
-        keys = self.keys
+        keys = exchange.keys
         problem = keys.placement_issue(grant.account)
         signer = keys.user_signer(grant.account)
         if problem is not None or signer is None:
@@ -442,41 +510,68 @@ class CalloutPipeline:
             sub=request.user_nkey,
             nats=user,
         )
-        return jwt.encode(claims, signer.key, now=issued_at), expires
+        if isinstance(signer.key, KeyPair):
+            return jwt.encode(claims, signer.key, now=issued_at), expires
+        return await self._sign(claims, signer.key, issued_at, request, exchange), expires
 
-    def _deny(
+    async def _deny(
         self,
         request: AuthorizationRequest,
         outcome: Outcome,
         reason: str,
-        server_xkey: str | None,
+        exchange: _Exchange,
         identity: Identity | None = None,
     ) -> Decision:
         response = AuthorizationResponse(
             error=reason,
-            issuer_account=self.keys.response_signer.issuer_account,
+            issuer_account=exchange.keys.response_signer.issuer_account,
             type=AUTH_RESPONSE_TYPE,
             version=CLAIMS_VERSION,
         )
-        return Decision(
-            outcome, self._respond(request, response, server_xkey), reason, request, identity
-        )
+        reply = await self._respond(request, response, exchange)
+        return Decision(outcome, reply, reason, request, identity)
 
-    def _respond(
+    async def _respond(
         self,
         request: AuthorizationRequest,
         response: AuthorizationResponse,
-        server_xkey: str | None,
+        exchange: _Exchange,
     ) -> bytes:
         claims = AuthorizationResponseClaims(
             aud=request.server_id.id, sub=request.user_nkey, nats=response
         )
-        token = jwt.encode_bytes(claims, self.keys.response_signer.key, now=int(self._clock()))
-        if server_xkey is not None and self.keys.xkey is not None:
+        keys = exchange.keys
+        key = keys.response_signer.key
+        now = int(self._clock())
+        if isinstance(key, KeyPair):
+            token = jwt.encode_bytes(claims, key, now=now)
+        else:
+            token = (await self._sign(claims, key, now, request, exchange)).encode("ascii")
+        if exchange.server_xkey is not None and exchange.xkey is not None:
             # Sealed to the header key; for an allowed reply it was verified equal
             # to the signed server_id.xkey, otherwise the reply is only a denial.
-            return self.keys.xkey.seal(token, server_xkey)
+            # With the xkey that opened the request: the server opens with that one.
+            return exchange.xkey.seal(token, exchange.server_xkey)
         return token
+
+    async def _sign(
+        self,
+        claims: UserClaims | AuthorizationResponseClaims,
+        signer: Signer,
+        now: int,
+        request: AuthorizationRequest,
+        exchange: _Exchange,
+    ) -> str:
+        """Sign with an external signer; if it cannot, nothing can be sent but an empty denial."""
+        try:
+            return await sign_jwt(claims, signer, now=now, deadline=exchange.sign_by)
+        except SignerError as exc:
+            logger.error(  # noqa: TRY400 - the signer's traceback may quote its own secrets
+                "cannot sign the reply to client %s: %s; replying empty (an unsigned denial)",
+                _client(request),
+                exc,
+            )
+            raise _Unsigned(request, str(exc)) from None
 
 
 def _expiry(grant: Grant, issued_at: int, now: float, settings: CalloutSettings) -> int:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from dishka import AsyncContainer
+from faststream.exceptions import SkipMessage
 from faststream.message import StreamMessage
 from faststream.nats import NatsRouter
 from faststream.nats.subscriber.usecases.core_subscriber import CoreSubscriber
@@ -16,7 +17,7 @@ from faststream.nats.subscriber.usecases.core_subscriber import CoreSubscriber
 from faststream_callout.discovery import CalloutService, add_discovery_subscribers
 from faststream_callout.feedback import ServerFeedback, add_feedback_subscriber
 from faststream_callout.observers import observe
-from faststream_callout.pipeline import CalloutPipeline, Decision
+from faststream_callout.pipeline import NO_REPLY, CalloutPipeline, Decision
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -171,7 +172,7 @@ class _CalloutSubscriber(CoreSubscriber):
             else:
                 headers = msg.headers
                 reply = await pipeline(msg.data, headers.get(XKEY_HEADER) if headers else None)
-            if msg.reply:
+            if msg.reply and reply is not NO_REPLY:  # dropped by the policy: send nothing
                 await self.connection.publish(msg.reply, reply)
         except Exception:
             # The pipeline never raises; this is the connection failing under us.
@@ -277,7 +278,10 @@ def callout_router(
             # Without a pipeline nothing can be signed: an empty body denies.
             logger.exception("cannot build the auth callout pipeline; denying")
             return b""
-        return await pipeline(message.body, message.server_xkey)
+        reply = await pipeline(message.body, message.server_xkey)
+        if reply is NO_REPLY:  # dropped by the policy: FastStream sends any return value
+            raise SkipMessage
+        return reply
 
     if isinstance(feedback, ServerFeedback):
         add_feedback_subscriber(router, feedback, include_in_schema=include_in_schema)

@@ -39,6 +39,7 @@ from faststream_callout.claims import (
 )
 from faststream_callout.errors import InvalidJWTError, InvalidKeyError
 from faststream_callout.keys import KeyKind, KeyPair, is_public_key
+from faststream_callout.pipeline import NO_REPLY
 from faststream_callout.router import AUTH_CALLOUT_SUBJECT, XKEY_HEADER
 from faststream_callout.server_versions import (
     checks_response_signer_strictly,
@@ -301,6 +302,8 @@ class FakeServer:
         response: AuthorizationResponseClaims | None = None
         user: UserClaims | None = None
         try:
+            if reply is NO_REPLY:  # a dropped request: the server waits out its timeout
+                raise _Refused("authorization callout response not received in time", invalid=False)
             if not reply:
                 raise _Refused('auth callout violation: "no reason supplied"', invalid=False)
             body = reply

@@ -12,7 +12,8 @@ what was decided to the current span. Nothing here creates spans, and
 Attributes (never a password, token, JWT, nkey signature or seed):
 
 ==============================  ===================================================
-``callout.outcome``             allowed, denied, error, timeout, throttled, rejected
+``callout.outcome``             allowed, denied, error, timeout, throttled, rejected,
+                                dropped, signer_failed
 ``callout.reason``              the denial reason sent to nats-server (empty when allowed)
 ``callout.user``                the identity's name, else the user name the client gave
 ``callout.account``             where an allowed client was placed
@@ -23,8 +24,8 @@ Attributes (never a password, token, JWT, nkey signature or seed):
 ``callout.latency_ms``          time from receipt to reply
 ==============================  ===================================================
 
-A failed decision (outcome ``error``) also sets the span status to ERROR; a
-denial is a normal answer and leaves the status alone.
+A failed decision (outcome ``error`` or ``signer_failed``) also sets the span
+status to ERROR; a denial is a normal answer and leaves the status alone.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class DecisionSpanAttributes:
         if not span.is_recording():
             return
         span.set_attributes(decision_attributes(decision, self._prefix))
-        if decision.outcome is Outcome.ERROR:
+        if decision.outcome in (Outcome.ERROR, Outcome.SIGNER_FAILED):
             span.set_status(self._status_error)
 
     def __repr__(self) -> str:

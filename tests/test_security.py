@@ -50,6 +50,7 @@ from faststream_callout.claims import (
     AuthorizationResponseClaims,
     User,
 )
+from faststream_callout.errors import Drop
 from faststream_callout.testing import FakeServer, MintedRequest, Verdict
 from faststream_callout.throttle import throttle_keys
 
@@ -101,6 +102,8 @@ class Lookup:
             await asyncio.sleep(self.delay)
         if opts.user == "boom":
             raise RuntimeError("user store unavailable")
+        if opts.user == "drop":
+            raise Drop("abusive client")
         if opts.auth_token:
             if opts.auth_token == TOKEN:
                 return Identity("carol")
@@ -1275,6 +1278,7 @@ class Credentials:
             {"jwt_token": self.bad_jwt},  # the lookup's jwt.decode raises: error
             {"nkey": self.nkey.public_key, "sig": self.sig, "nonce": self.nonce},
             {"user": "boom", "password": PASSWORD},  # error
+            {"user": "drop", "password": PASSWORD},  # dropped: no reply at all
             {"user": "slow", "password": PASSWORD},  # timeout
             *[{"user": "mallory", "password": WRONG_PASSWORD}] * 3,  # denied, then throttled
             {"user": "mallory", "password": PASSWORD},  # throttled
@@ -1333,10 +1337,27 @@ async def test_no_secret_in_logs_reprs_or_reasons(caplog: Any, encrypted: bool) 
     )
     outcomes: set[Outcome] = set()
 
+    class LeakySigner:
+        """A KMS client whose errors quote a secret: the log must not repeat them."""
+
+        public_key = issuer.public_key
+
+        async def sign(self, data: bytes) -> bytes:
+            raise RuntimeError(f"KMS refused: {issuer.seed} {PASSWORD}")
+
+    broken = CalloutPipeline(
+        SigningKeys(LeakySigner(), xkey=xkey), creds.lookup(), Builder(), settings, clock=lambda: T
+    )
+
     async def run(
-        name: str, minted: MintedRequest, body: bytes | None = None, *, by: FakeServer = server
+        name: str,
+        minted: MintedRequest,
+        body: bytes | None = None,
+        *,
+        by: FakeServer = server,
+        using: CalloutPipeline = pipeline,
     ) -> None:
-        decision = await pipeline.decide(minted.body if body is None else body, minted.server_xkey)
+        decision = await using.decide(minted.body if body is None else body, minted.server_xkey)
         verdict = by.check(minted, decision.reply, now=T)
         outcomes.add(decision.outcome)
         scan.jwts_of(
@@ -1369,6 +1390,7 @@ async def test_no_secret_in_logs_reprs_or_reasons(caplog: Any, encrypted: bool) 
     await run("garbage", plain, b"\x00" + PASSWORD.encode())
     if xkey is not None:
         await run("wrong header", plain, plain.body.replace(b"xkv1", b"xkv2", 1))
+    await run("signer failed", server.request(user="alice", password=PASSWORD, now=T), using=broken)
     assert outcomes == set(Outcome)
 
     # Exceptions the library raises about bad input never quote it.
