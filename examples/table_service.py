@@ -49,7 +49,11 @@ class Account:
 
 USERS = {
     "alice": Account(
-        "alice-secret", "APP", ("chat.alice.>", "chat.public"), ("chat.>", "_INBOX.>")
+        "alice-secret",
+        "APP",
+        # $SYS.REQ.USER.INFO: lets `faststream-callout check` show what the server applied.
+        ("chat.alice.>", "chat.public", "$SYS.REQ.USER.INFO"),
+        ("chat.>", "_INBOX.>"),
     ),
     "bob": Account("bob-secret", "APP", ("chat.bob.>", "chat.public"), ("chat.public", "_INBOX.>")),
 }

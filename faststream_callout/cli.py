@@ -538,7 +538,11 @@ def format_login(result: LoginResult, *, indent: str = "  ") -> list[str]:
     permissions = info.get("permissions") or {}
     for label, key in (("publish", "publish"), ("subscribe", "subscribe")):
         section = permissions.get(key) or {}
-        allow, deny = section.get("allow") or [], section.get("deny") or []
+        # Sorted: the server lists them in no fixed order.
+        allow, deny = (
+            sorted(map(str, section.get("allow") or [])),
+            sorted(map(str, section.get("deny") or [])),
+        )
         if not allow and not deny:
             lines.append(f"{indent}{label:<12} (account defaults)")
             continue

@@ -178,6 +178,10 @@ class LocalNatsServer:
             [self._binary, "-c", str(self.config_path), "-l", str(self.log_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own session: a terminal's Ctrl-C (SIGINT to the whole foreground
+            # group) must not stop the server under an app that is still draining.
+            # We stop it ourselves, by PID.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
