@@ -455,6 +455,15 @@ class CalloutPipeline:
     ) -> tuple[str, int]:
         keys = exchange.keys
         problem = keys.placement_issue(grant.account)
+        if (
+            problem is None
+            and self.settings.strict
+            and keys.mode is CalloutMode.OPERATOR
+            and grant.account == keys.callout_account
+        ):
+            # There a client may be able to subscribe to the authorization requests
+            # (passwords and tokens, in clear without an xkey).
+            problem = "grant places the client in the callout account (strict mode refuses it)"
         signer = keys.user_signer(grant.account)
         if problem is not None or signer is None:
             problem = problem or f"no signing key for account {grant.account}"

@@ -17,6 +17,7 @@ from faststream.nats import NatsBroker, TestNatsBroker
 from faststream_callout import (
     CalloutPipeline,
     CalloutProvider,
+    CalloutSettings,
     ConfigurationError,
     Decision,
     Denied,
@@ -96,8 +97,13 @@ class Tenant:
         )
 
 
-def make(keys: SigningKeys, builder: Any, lookup: Lookup | None = None) -> CalloutPipeline:
-    return CalloutPipeline(keys, lookup or Lookup(), builder, clock=lambda: T)
+def make(
+    keys: SigningKeys,
+    builder: Any,
+    lookup: Lookup | None = None,
+    settings: CalloutSettings | None = None,
+) -> CalloutPipeline:
+    return CalloutPipeline(keys, lookup or Lookup(), builder, settings, clock=lambda: T)
 
 
 async def judge(
@@ -299,8 +305,13 @@ async def test_rotate_the_callout_accounts_signing_key() -> None:
         accounts={tenant.app.public_key: tenant.app},
     )
     assert keys.next_signing_key is following
-    # Users placed into the callout account itself are signed by its signing key too.
-    pipeline = make(keys, ByCalloutAccount({}, override=tenant.callout.public_key))
+    # Users placed into the callout account itself (strict mode refuses that) are
+    # signed by its signing key too.
+    pipeline = make(
+        keys,
+        ByCalloutAccount({}, override=tenant.callout.public_key),
+        settings=CalloutSettings(strict=False),
+    )
     both = [tenant.signing_key.public_key, following.public_key]
     server = FakeServer.operator_mode(
         tenant.callout.public_key,

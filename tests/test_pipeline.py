@@ -819,12 +819,26 @@ async def test_operator_account_key_needs_no_issuer_account(op: Operator) -> Non
     assert verdict.user.nats.issuer_account == ""
 
 
-async def test_operator_user_in_the_callout_account(op: Operator) -> None:
+async def test_operator_user_in_the_callout_account_is_refused_when_strict(op: Operator) -> None:
+    # There a client could subscribe to $SYS.REQ.USER.AUTH and read every request.
     keys = operator_keys(op)
     server = FakeServer.for_keys(keys)
-    _, _, verdict = await login(
+    _, decision, verdict = await login(
         make_pipeline(keys, build=grant(account=op.callout.public_key)), server
     )
+    assert decision.outcome is Outcome.ERROR
+    assert "callout account" in decision.reason
+    assert not verdict.allowed
+    assert not verdict.invalid  # a signed denial, not a broken reply
+
+
+async def test_operator_user_in_the_callout_account_when_not_strict(op: Operator) -> None:
+    keys = operator_keys(op)
+    server = FakeServer.for_keys(keys)
+    pipeline = make_pipeline(
+        keys, build=grant(account=op.callout.public_key), settings=CalloutSettings(strict=False)
+    )
+    _, _, verdict = await login(pipeline, server)
     assert verdict.allowed, verdict.reason
     assert verdict.account == op.callout.public_key
     assert verdict.user is not None

@@ -449,9 +449,9 @@ broken = callout_deployment(
 
 
 def test_readme_example_passes(run, pytester):
-    """The fragment's example is a test module; run it with the options of its __main__."""
-    text = (REPO / "docs" / "readme" / "pytest-plugin.md").read_text()
-    [example] = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    """The README's example is a test module; run it with the options of its __main__."""
+    text = (REPO / "README.md").read_text()
+    [example] = re.findall(r"```python test_policy.py\n(.*?)```", text, flags=re.DOTALL)
     options = re.findall(r'"(asyncio_[a-z_]+=[a-z]+)"', example)
     assert len(options) == 3, options
     pytester.makepyfile(test_policy=example)

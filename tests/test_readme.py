@@ -6,7 +6,9 @@ README.md is tested as a document of its own. The language (first word after the
 fence) decides:
 
 - ``python``: run in order in one namespace per document (later blocks may use earlier
-  names), each block a test. ``asyncio.run(main())`` and top-level ``await`` both work;
+  names), each block a test. A test file (```` ```python test_policy.py ````, a name
+  starting with ``test_``) is run as a script instead (``python test_policy.py``), must
+  exit 0, and shares no names. ``asyncio.run(main())`` and top-level ``await`` both work;
   ``test_*`` functions a block defines are called. Offline: connections and lookups
   other than the loopback fail. Generate keys at run time; get a server from
   ``faststream_callout.local_server``.
@@ -376,10 +378,36 @@ def execute(block: Block, namespace: dict[str, Any]) -> None:
                     asyncio.run(outcome)
 
 
+def is_test_file(block: Block) -> bool:
+    return block.filename.startswith("test_")
+
+
+def run_script(block: Block, session: Session) -> None:
+    done = subprocess.run(
+        [sys.executable, block.filename],
+        cwd=session.scratch,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, (
+        f"{block.where}: `python {block.filename}` exited {done.returncode}:\n"
+        f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
+
+
 def run_python(block: Block, session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    if is_test_file(block):
+        run_script(block, session)
+        return
     offline(monkeypatch)
     monkeypatch.chdir(session.scratch)
-    earlier = [b for b in parse_blocks(block.doc) if b.lang == "python" and b.line < block.line]
+    earlier = [
+        b
+        for b in parse_blocks(block.doc)
+        if b.lang == "python" and not is_test_file(b) and b.line < block.line
+    ]
     for previous in [*earlier, block]:  # in order, whatever order the tests run in
         if previous.line not in session.done:
             try:
