@@ -17,8 +17,10 @@ Before each storm one login checks the grant through ``$SYS.REQ.USER.INFO``
 (user, account, exact publish/subscribe allow lists) and one wrong password must
 be refused; these also warm the service up. Then every client connects at once
 (``asyncio.gather`` of ``nats.connect``, no reconnects, generous timeout), from
-this process; every connection stays open until the last connect resolved,
-then all close. CPU time (utime + stime from ``/proc/<pid>/stat``) of
+this process (``--client raw``: the protocol by hand, cheaper for the driver);
+every connection stays open until the last connect resolved, then all close.
+A connect that nats-server's first PING cut short in nats-py is completed by
+the server's PONG (see ``complete_half_open_connects``). CPU time (utime + stime from ``/proc/<pid>/stat``) of
 nats-server, the service and this driver is read just before the storm and
 just after the last connect resolved, so start-up and closing are excluded.
 
