@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-from faststream_callout import CalloutPipeline, KeyPair, SigningKeys
+from faststream_callout import CalloutPipeline, Grant, KeyPair, SigningKeys
 from faststream_callout.local_server import LocalNatsServer, free_port
 from faststream_callout.testing import FakeServer
 
@@ -36,7 +38,8 @@ from router_real_server import SUBJECT, drive
 ACCOUNT = "APP"
 
 
-def their_service(seed: str):
+def their_service(seed: str, users: Mapping[str, str] | None = None, grant: Grant = GRANT):
+    """nats-callout's service: ``alice`` only, or with ``users`` a name -> password check."""
     import nkeys
     from nats_callout import AdaptixEncoder, AuthError, BaseAuthCalloutService
     from nats_callout.claims import UserData
@@ -57,11 +60,17 @@ def their_service(seed: str):
             self.account = ACCOUNT
 
         async def _handle_auth_request_data(self, auth_request_data) -> UserData:
-            if auth_request_data.connect_opts.user != "alice":
-                raise AuthError("bad user")
+            opts = auth_request_data.connect_opts
+            if users is None:
+                if opts.user != "alice":
+                    raise AuthError("bad user")
+            else:
+                expected = users.get(opts.user or "")
+                if expected is None or not hmac.compare_digest(opts.pass_ or "", expected):
+                    raise AuthError("bad credentials")
             return UserData(
-                pub=PubSubPermissions(allow=list(GRANT.pub.allow), deny=[]),
-                sub=PubSubPermissions(allow=list(GRANT.sub.allow), deny=[]),
+                pub=PubSubPermissions(allow=list(grant.pub.allow), deny=[]),
+                sub=PubSubPermissions(allow=list(grant.sub.allow), deny=[]),
                 version=auth_request_data.version,
                 tags=auth_request_data.tags,
             )
