@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import zoneinfo
-from collections.abc import Iterator
 from functools import lru_cache
 from typing import Final
 
@@ -25,7 +24,6 @@ CONNECTION_TYPES: Final = frozenset(
 _CLOCK: Final = re.compile(r"([01]?\d|2[0-3]):[0-5]\d:[0-5]\d")
 
 
-@lru_cache(maxsize=8192)  # grants repeat the same subjects login after login
 def subject_issue(subject: str, *, queue_allowed: bool = False, strict: bool = True) -> str | None:
     """Why ``subject`` is not a valid permission subject, or ``None``.
 
@@ -34,6 +32,13 @@ def subject_issue(subject: str, *, queue_allowed: bool = False, strict: bool = T
     ``strict`` also rejects wildcards inside a token (``foo*``, ``a>``) and
     ``>`` before the last token: NATS reads those as literals, never as intended.
     """
+    return _subject_issue(subject, queue_allowed, strict)
+
+
+# Grants repeat the same subjects login after login. Positional arguments: an
+# lru_cache key with keywords costs more to build than most checks below.
+@lru_cache(maxsize=8192)
+def _subject_issue(subject: str, queue_allowed: bool, strict: bool) -> str | None:  # noqa: FBT001
     if not subject:
         return "subject cannot be empty"
     name = subject
@@ -63,12 +68,15 @@ def subject_issue(subject: str, *, queue_allowed: bool = False, strict: bool = T
     return None
 
 
-def _permission_issues(direction: str, permission: Permission, *, strict: bool) -> Iterator[str]:
+def _permission_issues(
+    issues: list[str], direction: str, permission: Permission, *, strict: bool
+) -> None:
+    queue_allowed = direction == "sub"
     for kind, subjects in (("allow", permission.allow), ("deny", permission.deny)):
         for subject in subjects:
-            issue = subject_issue(subject, queue_allowed=direction == "sub", strict=strict)
+            issue = _subject_issue(subject, queue_allowed, strict)
             if issue:
-                yield f"{direction}.{kind}: {issue}"
+                issues.append(f"{direction}.{kind}: {issue}")
 
 
 def _is_cidr(cidr: str) -> bool:
@@ -101,8 +109,9 @@ def user_issues(user: User, *, strict: bool = True) -> list[str]:
     reported; with ``strict=True`` also wildcards that would be read as literals
     and unknown connection types.
     """
-    issues = [*_permission_issues("pub", user.pub, strict=strict)]
-    issues += _permission_issues("sub", user.sub, strict=strict)
+    issues: list[str] = []
+    _permission_issues(issues, "pub", user.pub, strict=strict)
+    _permission_issues(issues, "sub", user.sub, strict=strict)
     issues += [
         f"invalid cidr {cidr!r} in user src limits" for cidr in user.src if not _is_cidr(cidr)
     ]
@@ -111,15 +120,15 @@ def user_issues(user: User, *, strict: bool = True) -> list[str]:
             issues.append(f"start in time range is invalid {window.start!r}")
         if not _CLOCK.fullmatch(window.end):
             issues.append(f"end in time range is invalid {window.end!r}")
-    zone = _zone_issue(user.times_location)
+    zone = _zone_issue(user.times_location) if user.times_location else None
     if zone:
         issues.append(zone)
     if user.issuer_account and not is_public_key(user.issuer_account, KeyKind.ACCOUNT):
         issues.append("account_id is not an account public key")
     if strict and user.resp is not None and (user.resp.max < -1 or user.resp.ttl < 0):
         issues.append("response permission max and ttl must not be negative")
-    types = [t.upper() for t in user.allowed_connection_types]
-    if types:
+    if user.allowed_connection_types:
+        types = [t.upper() for t in user.allowed_connection_types]
         unknown = [t for t in types if t not in CONNECTION_TYPES]
         if len(unknown) == len(types) or (strict and unknown):
             issues.append(f"unknown connection types {unknown}")
