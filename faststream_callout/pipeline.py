@@ -89,6 +89,11 @@ class CalloutSettings:
         trusted_servers: server public keys (``N...``) allowed to send requests,
             or a callable deciding per key; ``None`` trusts any server whose
             signature verifies. Requests from others get no reply at all.
+        protected_accounts: accounts no grant may place a client in (names in
+            config mode, public keys in operator mode): the system account
+            (nats-server's default name ``$SYS``; add yours, e.g. ``"SYS"``) and
+            the callout account, where a client could read every request. In
+            operator mode strict settings also protect the callout account.
 
     """
 
@@ -101,6 +106,7 @@ class CalloutSettings:
     default_ttl: float | None = None
     max_ttl: float | None = None
     trusted_servers: Collection[str] | Callable[[str], bool] | None = None
+    protected_accounts: Collection[str] = frozenset({"$SYS"})
 
     def trusts(self, server: str) -> bool:
         """Whether requests signed by the server key ``server`` are answered."""
@@ -455,6 +461,8 @@ class CalloutPipeline:
     ) -> tuple[str, int]:
         keys = exchange.keys
         problem = keys.placement_issue(grant.account)
+        if problem is None and grant.account in self.settings.protected_accounts:
+            problem = f"grant places the client in protected account {grant.account}"
         if (
             problem is None
             and self.settings.strict

@@ -832,6 +832,31 @@ async def test_operator_user_in_the_callout_account_is_refused_when_strict(op: O
     assert not verdict.invalid  # a signed denial, not a broken reply
 
 
+@pytest.mark.parametrize("strict", [True, False])
+async def test_grant_into_the_default_system_account_is_refused(
+    keys: SigningKeys, server: FakeServer, strict: bool
+) -> None:
+    pipeline = make_pipeline(
+        keys, build=grant(account="$SYS"), settings=CalloutSettings(strict=strict)
+    )
+    _, decision, verdict = await login(pipeline, server)
+    assert decision.outcome is Outcome.ERROR
+    assert decision.reason == "grant places the client in protected account $SYS"
+    assert not verdict.allowed
+    assert not verdict.invalid
+
+
+async def test_protected_accounts_are_configurable(keys: SigningKeys) -> None:
+    server = FakeServer.config_mode(keys.callout_account, accounts=["APP", "AUTH", "SYS", "$SYS"])
+    settings = CalloutSettings(protected_accounts={"AUTH", "SYS"})
+    for account, allowed in (("AUTH", False), ("SYS", False), ("APP", True), ("$SYS", True)):
+        pipeline = make_pipeline(keys, build=grant(account=account), settings=settings)
+        _, decision, verdict = await login(pipeline, server)
+        assert verdict.allowed is allowed, (account, decision.reason)
+        if not allowed:
+            assert decision.reason == f"grant places the client in protected account {account}"
+
+
 async def test_operator_user_in_the_callout_account_when_not_strict(op: Operator) -> None:
     keys = operator_keys(op)
     server = FakeServer.for_keys(keys)
