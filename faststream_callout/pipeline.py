@@ -167,6 +167,12 @@ class _Unsigned(Exception):  # noqa: N818 - internal control flow, never escapes
 
 
 @dataclass(slots=True)
+class _Turn:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting; the entry goes when it drops to 0
+
+
+@dataclass(slots=True)
 class _Exchange:
     """What the reply to one request needs: keys, the seal, the signing deadline."""
 
@@ -224,6 +230,7 @@ class CalloutPipeline:
         self.observers = list(observers)
         self.in_flight = 0  # requests being decided right now (a gauge for metrics)
         self._clock = clock
+        self._turns: dict[str, _Turn] = {}  # throttled subjects with an attempt under way
 
     async def __call__(self, body: bytes, server_xkey: str | None = None) -> bytes:
         """Return the reply body for a request body (and its ``Nats-Server-Xkey`` header).
@@ -353,11 +360,11 @@ class CalloutPipeline:
         budget = self._budget(claims.exp, now)
         # One deadline for everything that may wait: the throttle store included.
         deadline = asyncio.get_running_loop().time() + budget
-        if keys and await self._throttled(keys, deadline):
-            return await self._deny(request, Outcome.THROTTLED, _THROTTLED_REASON, exchange)
         identity: Identity | None = None
         try:
-            identity = await self._identify(request, keys, deadline)
+            identity = await self._admit(request, keys, deadline)
+            if identity is None:
+                return await self._deny(request, Outcome.THROTTLED, _THROTTLED_REASON, exchange)
             grant = await _by(deadline, self.permissions.build(identity, request))
             if not isinstance(grant, Grant):
                 raise TypeError(f"PermissionBuilder returned {type(grant).__name__}, not Grant")
@@ -404,6 +411,50 @@ class CalloutPipeline:
             issued_at=int(now),
             expires_at=expires,
         )
+
+    async def _admit(
+        self, request: AuthorizationRequest, keys: list[str], deadline: float
+    ) -> Identity | None:
+        """The identity, or ``None`` when the throttle refuses the attempt.
+
+        Attempts for one subject take turns from the throttle check until their
+        failure is counted, so concurrent guesses cannot all pass the check first.
+        """
+        subject = keys[0] if keys and not keys[0].startswith("host:") else None
+        if subject is not None:
+            await self._take_turn(subject, deadline)  # TimeoutError: the deadline passed
+        try:
+            if keys and await self._throttled(keys, deadline):
+                return None
+            return await self._identify(request, keys, deadline)
+        finally:
+            if subject is not None:
+                self._end_turn(subject)
+
+    async def _take_turn(self, subject: str, deadline: float) -> None:
+        turn = self._turns.get(subject)
+        if turn is None:
+            turn = self._turns[subject] = _Turn()
+        turn.users += 1
+        try:
+            if turn.lock.locked():  # a timer only when someone else's turn runs
+                async with asyncio.timeout_at(deadline):
+                    await turn.lock.acquire()
+            else:
+                await turn.lock.acquire()
+        except BaseException:
+            self._leave_turn(subject, turn)
+            raise
+
+    def _end_turn(self, subject: str) -> None:
+        turn = self._turns[subject]
+        turn.lock.release()
+        self._leave_turn(subject, turn)
+
+    def _leave_turn(self, subject: str, turn: _Turn) -> None:
+        turn.users -= 1
+        if turn.users == 0:
+            del self._turns[subject]
 
     async def _identify(
         self, request: AuthorizationRequest, keys: list[str], deadline: float

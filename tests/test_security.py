@@ -928,14 +928,6 @@ async def test_broken_throttle_locks_nobody_out_and_is_logged(
     assert all(r.exc_info is not None for r in errors)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: check-then-count race: concurrent attempts all pass throttle.blocked() "
-        "before any failure is recorded, so up to max_workers guesses per instance get "
-        "through instead of free_failures"
-    ),
-)
 async def test_concurrent_guesses_do_not_exceed_the_free_failures(
     keys: SigningKeys, server: FakeServer
 ) -> None:
@@ -948,6 +940,72 @@ async def test_concurrent_guesses_do_not_exceed_the_free_failures(
     minted = [server.request(user="alice", password=WRONG_PASSWORD, now=T) for _ in range(20)]
     await asyncio.gather(*(pipeline.decide(m.body) for m in minted))
     assert calls(pipeline) <= 3
+
+
+class OverlapLookup(Lookup):
+    """Records how many lookups run at once, per user and in all."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay=delay, slow={"alice", "bob", "carol", "dave"})
+        self.running: dict[str, int] = {}
+        self.peak_per_user = 0
+        self.peak = 0
+
+    async def lookup(self, request: AuthorizationRequest) -> Identity:
+        user = request.connect_opts.user
+        self.running[user] = self.running.get(user, 0) + 1
+        self.peak_per_user = max(self.peak_per_user, self.running[user])
+        self.peak = max(self.peak, sum(self.running.values()))
+        try:
+            return await super().lookup(request)
+        finally:
+            self.running[user] -= 1
+
+
+async def test_attempts_for_one_user_take_turns_others_do_not_wait(
+    keys: SigningKeys, server: FakeServer
+) -> None:
+    lookup = OverlapLookup(delay=0.01)
+    pipeline = make(keys, lookup=lookup, throttle=pipeline_throttle(Clock(0.0)))
+    users = ["alice", "bob", "carol", "dave"]
+    minted = [  # one host per user: the host's own failure count stays out of this
+        server.request(
+            user=user,
+            password=PASSWORD if user == "alice" else "x",
+            client_host=f"10.0.0.{n}",
+            now=T,
+        )
+        for n, user in enumerate(users)
+        for _ in range(5)
+    ]
+    decisions = await asyncio.gather(*(pipeline.decide(m.body) for m in minted))
+    assert lookup.peak_per_user == 1  # one user's attempts never overlap
+    assert lookup.peak > 1  # different users' do
+    alice = [
+        d
+        for d, m in zip(decisions, minted, strict=True)
+        if m.claims.nats.connect_opts.user == "alice"
+    ]
+    assert [d.outcome for d in alice] == [Outcome.ALLOWED] * 5  # right password: all in
+    assert pipeline._turns == {}  # nothing left behind
+
+
+async def test_waiting_for_a_turn_past_the_deadline_is_a_timeout(
+    keys: SigningKeys, server: FakeServer
+) -> None:
+    lookup = Lookup(delay=5.0, slow={"alice"})
+    pipeline = make(
+        keys,
+        lookup=lookup,
+        throttle=pipeline_throttle(Clock(0.0)),
+        settings=CalloutSettings(max_decision_time=0.1),
+    )
+    minted = [server.request(user="alice", password=PASSWORD, now=T) for _ in range(2)]
+    first, second = await asyncio.gather(*(pipeline.decide(m.body) for m in minted))
+    assert first.outcome is Outcome.TIMEOUT
+    assert second.outcome is Outcome.TIMEOUT
+    assert lookup.calls == 1  # the second never got its turn
+    assert pipeline._turns == {}
 
 
 # --- decision log --------------------------------------------------------------------
