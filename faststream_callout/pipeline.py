@@ -89,6 +89,10 @@ class CalloutSettings:
         trusted_servers: server public keys (``N...``) allowed to send requests,
             or a callable deciding per key; ``None`` trusts any server whose
             signature verifies. Requests from others get no reply at all.
+        run_sync_in_thread: call synchronous lookups and permission builders in a
+            worker thread (``asyncio.to_thread``), so that the deadline holds for
+            them too and a slow one does not stall other requests; costs a thread
+            hop per call. Off: they run on the event loop, which suits fast code.
         protected_accounts: accounts no grant may place a client in (names in
             config mode, public keys in operator mode): the system account
             (nats-server's default name ``$SYS``; add yours, e.g. ``"SYS"``) and
@@ -107,6 +111,7 @@ class CalloutSettings:
     max_ttl: float | None = None
     trusted_servers: Collection[str] | Callable[[str], bool] | None = None
     protected_accounts: Collection[str] = frozenset({"$SYS"})
+    run_sync_in_thread: bool = False
 
     def trusts(self, server: str) -> bool:
         """Whether requests signed by the server key ``server`` are answered."""
@@ -365,7 +370,7 @@ class CalloutPipeline:
             identity = await self._admit(request, keys, deadline)
             if identity is None:
                 return await self._deny(request, Outcome.THROTTLED, _THROTTLED_REASON, exchange)
-            grant = await _by(deadline, self.permissions.build(identity, request))
+            grant = await self._port(deadline, self.permissions.build, identity, request)
             if not isinstance(grant, Grant):
                 raise TypeError(f"PermissionBuilder returned {type(grant).__name__}, not Grant")
             user_jwt, expires = await self._issue(request, identity, grant, now, exchange)
@@ -411,6 +416,15 @@ class CalloutPipeline:
             issued_at=int(now),
             expires_at=expires,
         )
+
+    async def _port(self, deadline: float, method: Callable[..., object], *args: object) -> object:
+        # A port's method, sync or async, by the deadline.
+        if not self.settings.run_sync_in_thread or inspect.iscoroutinefunction(method):
+            return await _by(deadline, method(*args))
+        # In a worker thread the deadline holds for synchronous code too (its late
+        # answer is discarded) and the loop keeps serving other requests.
+        result: object = await _by(deadline, asyncio.to_thread(method, *args))
+        return await _by(deadline, result)
 
     async def _admit(
         self, request: AuthorizationRequest, keys: list[str], deadline: float
@@ -460,7 +474,7 @@ class CalloutPipeline:
         self, request: AuthorizationRequest, keys: list[str], deadline: float
     ) -> Identity:
         try:
-            identity = await _by(deadline, self.lookup.lookup(request))
+            identity = await self._port(deadline, self.lookup.lookup, request)
         except Denied:
             if keys:
                 await self._tell_throttle("failed", keys, deadline)

@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -409,9 +410,10 @@ async def test_hanging_throttle_store_does_not_outlast_the_deadline(
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "BUG/limitation: sync lookups and builders are called on the event loop, so "
-        "asyncio.timeout cannot interrupt them: a slow sync port is answered after the "
-        "deadline (too late for nats-server) and blocks every other request meanwhile"
+        "limitation of the default: sync lookups and builders are called on the event "
+        "loop, so asyncio.timeout cannot interrupt them: a slow sync port is answered "
+        "after the deadline and blocks every other request meanwhile (see "
+        "CalloutSettings.run_sync_in_thread, tested below)"
     ),
 )
 async def test_slow_sync_lookup_is_cut_at_the_deadline(
@@ -429,6 +431,51 @@ async def test_slow_sync_lookup_is_cut_at_the_deadline(
     _, decision, _ = await login(pipeline, server)
     assert time.perf_counter() - started < 0.15
     assert decision.outcome is Outcome.TIMEOUT
+
+
+class SlowSyncPorts:
+    """A sync lookup that blocks like a driver without asyncio; records its thread."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.threads: list[int] = []
+
+    def lookup(self, request: AuthorizationRequest) -> Identity:
+        self.threads.append(threading.get_ident())
+        time.sleep(self.delay)
+        return Identity(request.connect_opts.user)
+
+
+async def test_slow_sync_lookup_in_a_thread_is_cut_at_the_deadline(
+    keys: SigningKeys, server: FakeServer
+) -> None:
+    ports = SlowSyncPorts(delay=0.3)
+    pipeline = CalloutPipeline(
+        keys,
+        ports,
+        Builder(),
+        CalloutSettings(max_decision_time=0.05, run_sync_in_thread=True),
+        clock=lambda: T,
+    )
+    started = time.perf_counter()
+    _, decision, _ = await login(pipeline, server)
+    assert time.perf_counter() - started < 0.2
+    assert decision.outcome is Outcome.TIMEOUT
+    assert ports.threads != [threading.get_ident()]  # not on the loop's thread
+
+
+async def test_sync_ports_in_threads_do_not_stall_each_other(
+    keys: SigningKeys, server: FakeServer
+) -> None:
+    ports = SlowSyncPorts(delay=0.1)
+    pipeline = CalloutPipeline(
+        keys, ports, Builder(), CalloutSettings(run_sync_in_thread=True), clock=lambda: T
+    )
+    minted = [server.request(user="alice", password=PASSWORD, now=T) for _ in range(4)]
+    started = time.perf_counter()
+    decisions = await asyncio.gather(*(pipeline.decide(m.body) for m in minted))
+    assert time.perf_counter() - started < 0.35  # overlapped: 4 x 0.1 s on the loop would be 0.4
+    assert all(d.allowed for d in decisions), [d.reason for d in decisions]
 
 
 # --- who may ask ---------------------------------------------------------------------
