@@ -9,6 +9,10 @@ metric                                      type       meaning
 ``faststream_callout_decisions_total``      counter    decisions, by ``outcome``
 ``faststream_callout_decision_seconds``     histogram  time from receipt to reply, by ``outcome``
 ``faststream_callout_requests_in_flight``   gauge      requests being decided right now
+``faststream_callout_cache_<counter>_total``  counter  :class:`DecisionCache` hits, misses,
+                                                       coalesced, bypassed, negative_hits,
+                                                       evictions, by ``cache`` (:meth:`track_cache`)
+``faststream_callout_cache_<size>``         gauge      entries, denials, in_flight, by ``cache``
 ==========================================  =========  ==========================================
 
 ``outcome`` is one of ``allowed``, ``denied``, ``error``, ``timeout``,
@@ -26,7 +30,11 @@ from typing import TYPE_CHECKING, Any, Final
 from faststream_callout.pipeline import CalloutPipeline, Decision, Outcome
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from prometheus_client import CollectorRegistry
+
+    from faststream_callout.cache import DecisionCache
 
 __all__ = ["DEFAULT_BUCKETS", "PrometheusMetrics"]
 
@@ -95,6 +103,8 @@ class PrometheusMetrics:
         prometheus = _prometheus()
         registry = prometheus.REGISTRY if registry is None else registry
         self.registry = registry
+        self._namespace = namespace
+        self._caches: dict[str, DecisionCache] | None = None  # registered on first use
         self._pipelines: weakref.WeakSet[CalloutPipeline] = weakref.WeakSet()
         self.decisions = prometheus.Counter(
             "decisions",
@@ -138,8 +148,49 @@ class PrometheusMetrics:
         counter.inc()
         histogram.observe(decision.latency)
 
+    def track_cache(self, cache: DecisionCache, name: str = "default") -> DecisionCache:
+        """Export ``cache``'s counters (read at scrape time), labelled ``cache=name``."""
+        if self._caches is None:
+            self._caches = {}
+            self.registry.register(_CacheCollector(self._caches, self._namespace))
+        if name in self._caches and self._caches[name] is not cache:
+            raise ValueError(f"a different cache is already tracked as {name!r}")
+        self._caches[name] = cache
+        return cache
+
     def _count_in_flight(self) -> float:
         return float(sum(pipeline.in_flight for pipeline in list(self._pipelines)))
 
     def __repr__(self) -> str:
         return f"PrometheusMetrics(pipelines={len(self._pipelines)})"
+
+
+_CACHE_COUNTERS: Final = ("hits", "misses", "coalesced", "bypassed", "negative_hits", "evictions")
+_CACHE_GAUGES: Final = ("entries", "denials", "in_flight")
+
+
+class _CacheCollector:
+    """Reads the tracked caches' stats when Prometheus scrapes: no work per login."""
+
+    def __init__(self, caches: dict[str, DecisionCache], namespace: str) -> None:
+        self._caches = caches
+        self._namespace = namespace
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # noqa: PLC0415
+
+        stats = {name: cache.stats for name, cache in self._caches.items()}
+        for field in _CACHE_COUNTERS:
+            family = CounterMetricFamily(
+                f"{self._namespace}_cache_{field}", f"DecisionCache {field}.", labels=["cache"]
+            )
+            for name, values in stats.items():
+                family.add_metric([name], getattr(values, field))
+            yield family
+        for field in _CACHE_GAUGES:
+            gauge = GaugeMetricFamily(
+                f"{self._namespace}_cache_{field}", f"DecisionCache {field} now.", labels=["cache"]
+            )
+            for name, values in stats.items():
+                gauge.add_metric([name], getattr(values, field))
+            yield gauge

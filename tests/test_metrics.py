@@ -15,6 +15,7 @@ from faststream_callout import (
     CalloutPipeline,
     CalloutProvider,
     Decision,
+    DecisionCache,
     Denied,
     Grant,
     Identity,
@@ -221,3 +222,26 @@ def test_one_instance_per_registry(registry: CollectorRegistry) -> None:
     other = PrometheusMetrics(registry, namespace="auth")
     other(Decision(Outcome.ALLOWED, b""))
     assert value(registry, "auth_decisions_total", outcome="allowed") == 1
+
+
+async def test_decision_cache_stats_are_exported_at_scrape_time(
+    keys: SigningKeys, server: FakeServer, registry: CollectorRegistry
+) -> None:
+    metrics = PrometheusMetrics(registry)
+    cache = DecisionCache(Lookup(), Permissions())
+    assert metrics.track_cache(cache, "users") is cache
+    pipeline = metrics.instrument(CalloutPipeline(keys, cache, cache))
+    for _ in range(3):
+        assert (await decide(pipeline, server, user="alice", password="alice-pw")).allowed
+    assert not (await decide(pipeline, server, user="alice", password="nope")).allowed
+    stats = cache.stats
+    assert (stats.hits, stats.misses) == (2, 2)  # the wrong password is a miss, not cached
+    assert value(registry, "faststream_callout_cache_hits_total", cache="users") == 2
+    assert value(registry, "faststream_callout_cache_misses_total", cache="users") == 2
+    assert value(registry, "faststream_callout_cache_entries", cache="users") == 1
+    assert value(registry, "faststream_callout_cache_in_flight", cache="users") == 0
+    exposition = generate_latest(registry).decode()
+    assert "alice" not in exposition  # counts only: no user, no credential
+    metrics.track_cache(cache, "users")  # the same cache again is fine
+    with pytest.raises(ValueError, match="already tracked"):
+        metrics.track_cache(DecisionCache(Lookup(), Permissions()), "users")
