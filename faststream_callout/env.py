@@ -7,6 +7,13 @@ in production set them yourself (from a secret store):
 - ``CALLOUT_USER`` / ``CALLOUT_PASSWORD``: the service's ``auth_users`` login
 - ``CALLOUT_ISSUER_SEED``: the seed (``SA...``) of the ``auth_callout.issuer`` account key
 - ``CALLOUT_XKEY_SEED``: the seed (``SX...``) of the service's xkey, when the server has one
+
+Key rotation without code changes (see the README's rotation section):
+
+- ``CALLOUT_NEXT_XKEY_SEED``: a second xkey; requests encrypted for either are opened,
+  so the servers' ``auth_callout.xkey`` can change one server at a time
+- ``CALLOUT_NEXT_ISSUER_SEED``: a second issuer; each request is answered with the
+  issuer the server named in it, so ``auth_callout.issuer`` can change one server at a time
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from faststream_callout.xkeys import XKeyPair
 
 __all__ = [
     "CALLOUT_ISSUER_SEED",
+    "CALLOUT_NEXT_ISSUER_SEED",
+    "CALLOUT_NEXT_XKEY_SEED",
     "CALLOUT_PASSWORD",
     "CALLOUT_USER",
     "CALLOUT_XKEY_SEED",
@@ -34,10 +43,16 @@ CALLOUT_USER: Final = "CALLOUT_USER"
 CALLOUT_PASSWORD: Final = "CALLOUT_PASSWORD"  # noqa: S105 - a variable name, not a secret
 CALLOUT_ISSUER_SEED: Final = "CALLOUT_ISSUER_SEED"
 CALLOUT_XKEY_SEED: Final = "CALLOUT_XKEY_SEED"
+CALLOUT_NEXT_XKEY_SEED: Final = "CALLOUT_NEXT_XKEY_SEED"
+CALLOUT_NEXT_ISSUER_SEED: Final = "CALLOUT_NEXT_ISSUER_SEED"
 
 
 def signing_keys_from_env(environ: Mapping[str, str] | None = None) -> SigningKeys:
-    """Config-mode :class:`SigningKeys` from ``CALLOUT_ISSUER_SEED`` (and ``CALLOUT_XKEY_SEED``).
+    """Config-mode :class:`SigningKeys` from ``CALLOUT_ISSUER_SEED`` (and the xkey seeds).
+
+    With ``CALLOUT_NEXT_ISSUER_SEED`` the keys of both issuers are combined
+    (:meth:`SigningKeys.combine`); with ``CALLOUT_NEXT_XKEY_SEED`` requests
+    encrypted for either xkey are opened.
 
     Raises:
         ConfigurationError: the issuer seed is missing, or a seed is not valid.
@@ -45,24 +60,44 @@ def signing_keys_from_env(environ: Mapping[str, str] | None = None) -> SigningKe
 
     """
     env = os.environ if environ is None else environ
-    issuer_seed = env.get(CALLOUT_ISSUER_SEED, "").strip()
-    if not issuer_seed:
+    issuer = _issuer(env, CALLOUT_ISSUER_SEED)
+    if issuer is None:
         raise ConfigurationError(
             f"{CALLOUT_ISSUER_SEED} is not set: the seed (SA...) of the auth_callout issuer key"
         )
+    xkey = _xkey(env, CALLOUT_XKEY_SEED)
+    next_xkey = _xkey(env, CALLOUT_NEXT_XKEY_SEED)
+    if next_xkey is not None and xkey is None:
+        raise ConfigurationError(f"{CALLOUT_NEXT_XKEY_SEED} is set but {CALLOUT_XKEY_SEED} is not")
+    keys = SigningKeys(issuer, xkey=xkey, next_xkey=next_xkey)
+    following = _issuer(env, CALLOUT_NEXT_ISSUER_SEED)
+    if following is None:
+        return keys
+    if following.public_key == issuer.public_key:
+        raise ConfigurationError(
+            f"{CALLOUT_NEXT_ISSUER_SEED} is the same key as {CALLOUT_ISSUER_SEED}"
+        )
+    return SigningKeys.combine(keys, SigningKeys(following, xkey=xkey, next_xkey=next_xkey))
+
+
+def _issuer(env: Mapping[str, str], name: str) -> KeyPair | None:
+    seed = env.get(name, "").strip()
+    if not seed:
+        return None
     try:
-        issuer = KeyPair.from_seed(issuer_seed)
+        issuer = KeyPair.from_seed(seed)
     except InvalidKeyError:
-        raise ConfigurationError(f"{CALLOUT_ISSUER_SEED} is not a valid nkey seed") from None
+        raise ConfigurationError(f"{name} is not a valid nkey seed") from None
     if issuer.kind is not KeyKind.ACCOUNT:
-        raise ConfigurationError(f"{CALLOUT_ISSUER_SEED} must be an account seed (SA...)")
-    xkey_seed = env.get(CALLOUT_XKEY_SEED, "").strip()
-    xkey = None
-    if xkey_seed:
-        try:
-            xkey = XKeyPair.from_seed(xkey_seed)
-        except InvalidKeyError:
-            raise ConfigurationError(
-                f"{CALLOUT_XKEY_SEED} is not a valid curve (xkey) seed (SX...)"
-            ) from None
-    return SigningKeys(issuer, xkey=xkey)
+        raise ConfigurationError(f"{name} must be an account seed (SA...)")
+    return issuer
+
+
+def _xkey(env: Mapping[str, str], name: str) -> XKeyPair | None:
+    seed = env.get(name, "").strip()
+    if not seed:
+        return None
+    try:
+        return XKeyPair.from_seed(seed)
+    except InvalidKeyError:
+        raise ConfigurationError(f"{name} is not a valid curve (xkey) seed (SX...)") from None

@@ -25,13 +25,15 @@ from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
 from nats.errors import Error as NatsError
 
-from faststream_callout import KeyPair, XKeyPair, callout_router
+from faststream_callout import Grant, Identity, KeyPair, Permission, XKeyPair, callout_router
+from faststream_callout.claims import AuthorizationRequest
 from faststream_callout.cli import main, render_config_mode
 from faststream_callout.env import signing_keys_from_env
 from faststream_callout.errors import ConfigurationError
 from faststream_callout.keys import KeyKind
 from faststream_callout.local_server import LocalNatsServer, find_nats_server, free_port
 from faststream_callout.pipeline import CalloutPipeline
+from faststream_callout.testing import FakeServer
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = "examples.table_service:app"
@@ -274,6 +276,63 @@ def test_signing_keys_from_env_names_the_variable_never_the_value() -> None:
         signing_keys_from_env({"CALLOUT_ISSUER_SEED": issuer_seed, "CALLOUT_XKEY_SEED": "SXnope"})
     assert issuer_seed not in str(info.value)
     assert signing_keys_from_env({"CALLOUT_ISSUER_SEED": issuer_seed}).xkey is None
+
+
+async def test_rotation_seeds_from_env_serve_old_and_new_server_configs() -> None:
+    old, new = KeyPair.create_account(), KeyPair.create_account()
+    old_xkey, new_xkey = XKeyPair.generate(), XKeyPair.generate()
+    keys = signing_keys_from_env(
+        {
+            "CALLOUT_ISSUER_SEED": old.seed,
+            "CALLOUT_NEXT_ISSUER_SEED": new.seed,
+            "CALLOUT_XKEY_SEED": old_xkey.seed,
+            "CALLOUT_NEXT_XKEY_SEED": new_xkey.seed,
+        }
+    )
+    pipeline = CalloutPipeline(keys, EnvLookup(), EnvPermissions())
+    # Servers mid-rollout: each names one issuer and encrypts for one xkey.
+    for issuer in (old, new):
+        for xkey in (old_xkey, new_xkey):
+            server = FakeServer.config_mode(
+                issuer.public_key, accounts=["APP"], xkey=xkey.public_key
+            )
+            minted = server.request(user="alice", password="pw")
+            verdict = server.check(minted, await pipeline(minted.body, minted.server_xkey))
+            assert verdict.allowed, (issuer.public_key, xkey.public_key, verdict.reason)
+            assert verdict.response is not None
+            assert verdict.response.iss == issuer.public_key
+
+
+def test_rotation_seeds_are_checked_and_never_echoed() -> None:
+    issuer = KeyPair.create_account()
+    xkey_seed = XKeyPair.generate().seed
+    with pytest.raises(ConfigurationError, match="CALLOUT_NEXT_XKEY_SEED is set but") as info:
+        signing_keys_from_env(
+            {"CALLOUT_ISSUER_SEED": issuer.seed, "CALLOUT_NEXT_XKEY_SEED": xkey_seed}
+        )
+    assert xkey_seed not in str(info.value)
+    with pytest.raises(ConfigurationError, match="same key"):
+        signing_keys_from_env(
+            {"CALLOUT_ISSUER_SEED": issuer.seed, "CALLOUT_NEXT_ISSUER_SEED": issuer.seed}
+        )
+    user_seed = KeyPair.create_user().seed
+    with pytest.raises(
+        ConfigurationError, match="CALLOUT_NEXT_ISSUER_SEED must be an account"
+    ) as info:
+        signing_keys_from_env(
+            {"CALLOUT_ISSUER_SEED": issuer.seed, "CALLOUT_NEXT_ISSUER_SEED": user_seed}
+        )
+    assert user_seed not in str(info.value)
+
+
+class EnvLookup:
+    def lookup(self, request: AuthorizationRequest) -> Identity:
+        return Identity(request.connect_opts.user)
+
+
+class EnvPermissions:
+    def build(self, identity: Identity, request: AuthorizationRequest) -> Grant:
+        return Grant(account="APP", pub=Permission(allow=["chat.>"]))
 
 
 # -- check ---------------------------------------------------------------------------------
