@@ -70,6 +70,7 @@ from faststream_callout import (
     SigningKeys,
 )
 from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer, free_port
+from faststream_callout.probes import settle
 
 ACCOUNT = "APP"
 PROFILE_LINES = 40
@@ -142,9 +143,7 @@ async def serve(kind: str, users: Mapping[str, str]) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await broker.start()
-    # nats-py's flush() can overtake the queued SUB: push the queue out first.
-    await broker.connection._flush_pending(force_flush=True)
-    await broker.connection.flush()
+    await settle(broker.connection)
     how, _, path = env.get("BENCH_PROFILE", "").partition(":")
     profiler = start_profiler(how)
     print("ready", flush=True)

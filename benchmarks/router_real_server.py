@@ -32,6 +32,7 @@ import nats
 
 from faststream_callout import CalloutPipeline, KeyPair, SigningKeys
 from faststream_callout.local_server import LocalNatsServer, free_port
+from faststream_callout.probes import settle
 from faststream_callout.testing import FakeServer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -61,9 +62,7 @@ async def serve_router(url: str) -> None:
     workers = int(os.environ.get("BENCH_WORKERS", "64"))
     broker.include_router(callout_router(pipeline_from_env(), max_workers=workers))
     await broker.start()
-    # nats-py's flush() can overtake the queued SUB: push the queue out first.
-    await broker.connection._flush_pending(force_flush=True)
-    await broker.connection.flush()
+    await settle(broker.connection)
     print("ready", flush=True)
     await asyncio.Event().wait()
 

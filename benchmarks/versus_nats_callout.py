@@ -29,6 +29,7 @@ from pathlib import Path
 
 from faststream_callout import CalloutPipeline, Grant, KeyPair, SigningKeys
 from faststream_callout.local_server import LocalNatsServer, free_port
+from faststream_callout.probes import settle
 from faststream_callout.testing import FakeServer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -133,9 +134,7 @@ async def serve(kind: str, url: str) -> None:
             return await service(message.body)
 
     await broker.start()
-    # nats-py's flush() can overtake the queued SUB: push the queue out first.
-    await broker.connection._flush_pending(force_flush=True)
-    await broker.connection.flush()
+    await settle(broker.connection)
     print("ready", flush=True)
     await asyncio.Event().wait()
 

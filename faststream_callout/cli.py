@@ -846,12 +846,10 @@ async def _started(run: _DevRun, runner: asyncio.Task[None], server: LocalNatsSe
 
 async def _flush(broker: Any) -> None:  # noqa: ANN401 - any FastStream broker
     """Make sure the app's subscriptions reached the server before the first login."""
+    from faststream_callout.probes import settle  # noqa: PLC0415 - only for `dev`
+
     with contextlib.suppress(Exception):
-        connection = broker.connection
-        # nats-py 2.16's flush() can overtake commands still queued for its
-        # flusher task: push those out first.
-        await connection._flush_pending(force_flush=True)  # noqa: SLF001
-        await connection.flush(timeout=2)
+        await settle(broker.connection)
 
 
 def _banner(

@@ -42,6 +42,7 @@ from faststream_callout.claims import AUTH_REQUEST_AUDIENCE, AuthorizationReques
 from faststream_callout.cli import operator_authorization, render_config_mode
 from faststream_callout.errors import InvalidJWTError, InvalidKeyError
 from faststream_callout.keys import KeyKind, is_public_key
+from faststream_callout.probes import settle
 from faststream_callout.router import AUTH_CALLOUT_SUBJECT, XKEY_HEADER
 from faststream_callout.signing import ANY_ACCOUNT, CalloutMode, SigningKeys
 
@@ -450,11 +451,8 @@ class _Doctor:
             self.violations.append(str(exc))
 
     async def _settle(self) -> None:
-        # nats-py 2.16's flush() can overtake queued commands: push those out first.
         with contextlib.suppress(Exception):
-            await self.client._flush_pending(force_flush=True)  # noqa: SLF001
-        with contextlib.suppress(Exception):
-            await self.client.flush(timeout=self.timeout)
+            await settle(self.client, timeout=self.timeout)
 
     async def run(self, server_config: str | Path | None) -> None:
         if server_config is not None:

@@ -93,6 +93,16 @@ class _PipelineSource:
             raise RuntimeError("no pipeline source")
         return self.pipeline
 
+    async def reply(self, body: bytes, server_xkey: str | None) -> bytes:
+        """The pipeline's reply; an empty body (a denial) when there is no pipeline."""
+        try:
+            pipeline = self.pipeline or await self.get()
+        except Exception:
+            # Without a pipeline nothing can be signed: an empty body denies.
+            logger.exception("cannot build the auth callout pipeline; denying")
+            return b""
+        return await pipeline(body, server_xkey)
+
 
 class _CalloutSubscriber(CoreSubscriber):
     """The auth subscriber with its own lean, bounded-concurrency dispatch.
@@ -164,14 +174,9 @@ class _CalloutSubscriber(CoreSubscriber):
             if not self._callout_direct:
                 await self.consume(msg)
                 return
-            try:
-                pipeline = self._callout_source.pipeline or await self._callout_source.get()
-            except Exception:
-                logger.exception("cannot build the auth callout pipeline; denying")
-                reply = b""
-            else:
-                headers = msg.headers
-                reply = await pipeline(msg.data, headers.get(XKEY_HEADER) if headers else None)
+            headers = msg.headers
+            xkey = headers.get(XKEY_HEADER) if headers else None
+            reply = await self._callout_source.reply(msg.data, xkey)
             if msg.reply and reply is not NO_REPLY:  # dropped by the policy: send nothing
                 await self.connection.publish(msg.reply, reply)
         except Exception:
@@ -272,13 +277,7 @@ def callout_router(
     @subscriber
     async def authorize(message: CalloutMessage) -> bytes:
         # Takes only the decoded message: each framework parameter would cost a thread hop.
-        try:
-            pipeline = pipelines.pipeline or await pipelines.get()
-        except Exception:
-            # Without a pipeline nothing can be signed: an empty body denies.
-            logger.exception("cannot build the auth callout pipeline; denying")
-            return b""
-        reply = await pipeline(message.body, message.server_xkey)
+        reply = await pipelines.reply(message.body, message.server_xkey)
         if reply is NO_REPLY:  # dropped by the policy: FastStream sends any return value
             raise SkipMessage
         return reply

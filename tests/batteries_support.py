@@ -27,6 +27,7 @@ from faststream_callout.claims import (
     ConnectOptions,
 )
 from faststream_callout.pipeline import CalloutPipeline
+from faststream_callout.probes import settle
 
 # -- requests ------------------------------------------------------------------
 
@@ -393,8 +394,7 @@ async def running_service(
     broker.include_router(callout_router(pipeline))
     await broker.start()
     # See tests/conftest.py: push the SUB out before the first login.
-    await broker.connection._flush_pending(force_flush=True)
-    await broker.connection.flush(timeout=5)
+    await settle(broker.connection, timeout=5)
     try:
         yield broker
     finally:

@@ -21,6 +21,7 @@ from faststream_callout import (
 from faststream_callout.claims import AuthorizationRequest
 from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
 from faststream_callout.pipeline import CalloutPipeline
+from faststream_callout.probes import settle
 
 
 class TableLookup:
@@ -157,8 +158,7 @@ async def callout_service(
     # The SUB must reach the server before the first client logs in, or that
     # login waits out the callout timeout and is refused. nats-py 2.16's flush()
     # can overtake commands still queued for its flusher: push those out first.
-    await broker.connection._flush_pending(force_flush=True)
-    await broker.connection.flush(timeout=5)
+    await settle(broker.connection, timeout=5)
     try:
         yield broker
     finally:

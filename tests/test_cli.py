@@ -33,6 +33,7 @@ from faststream_callout.errors import ConfigurationError
 from faststream_callout.keys import KeyKind
 from faststream_callout.local_server import LocalNatsServer, find_nats_server, free_port
 from faststream_callout.pipeline import CalloutPipeline
+from faststream_callout.probes import settle
 from faststream_callout.testing import FakeServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,8 +199,7 @@ async def test_config_mode_output_serves_real_logins(
         broker.include_router(callout_router(pipeline))
         await broker.start()
         try:
-            await broker.connection._flush_pending(force_flush=True)
-            await broker.connection.flush(timeout=5)
+            await settle(broker.connection, timeout=5)
             client = await nats.connect(
                 server.url, user="alice", password="alice-pw", allow_reconnect=False
             )

@@ -29,6 +29,7 @@ from faststream_callout.claims import AuthorizationRequest
 from faststream_callout.discovery import CalloutService
 from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
 from faststream_callout.pipeline import Decision, Outcome
+from faststream_callout.probes import settle
 
 NAME = "auth-callout"
 QUEUE = "callout-q"
@@ -74,8 +75,7 @@ async def srv_service(srv_config: tuple[CalloutServerConfig, KeyPair]) -> AsyncI
         callout_router(pipeline, queue=QUEUE, service=NAME, include_in_schema=False)
     )
     await broker.start()
-    await broker.connection._flush_pending(force_flush=True)
-    await broker.connection.flush(timeout=5)
+    await settle(broker.connection, timeout=5)
     try:
         yield
     finally:

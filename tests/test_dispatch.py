@@ -32,6 +32,7 @@ from faststream_callout import (
 )
 from faststream_callout.claims import AuthorizationRequest
 from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.probes import settle
 from faststream_callout.router import _CalloutSubscriber
 
 
@@ -113,8 +114,7 @@ async def start_service(
     broker.include_router(callout_router(pipeline, **router_options))
     await broker.start()
     # Push the SUB out before the first login (nats-py 2.16 flush race, see natstools).
-    await broker.connection._flush_pending(force_flush=True)
-    await broker.connection.flush(timeout=5)
+    await settle(broker.connection, timeout=5)
     (subscriber,) = broker.subscribers
     assert isinstance(subscriber, _CalloutSubscriber)
     return broker, subscriber

@@ -107,8 +107,7 @@ async def fb_service(
     broker.include_router(callout_router(pipeline, feedback=feedback))
     assert feedback in pipeline.observers  # attached by the router
     await broker.start()
-    await broker.connection._flush_pending(force_flush=True)
-    await broker.connection.flush(timeout=5)
+    await settle(broker.connection, timeout=5)
     try:
         yield feedback, refusals
     finally:
