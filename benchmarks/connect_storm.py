@@ -69,8 +69,8 @@ from faststream_callout import (
     Permission,
     SigningKeys,
 )
-from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer, free_port
-from faststream_callout.probes import settle
+from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer, free_port
+from faststream_callout.testing.probes import settle
 
 ACCOUNT = "APP"
 PROFILE_LINES = 40

@@ -31,9 +31,9 @@ from pathlib import Path
 import nats
 
 from faststream_callout import CalloutPipeline, KeyPair, SigningKeys
-from faststream_callout.local_server import LocalNatsServer, free_port
-from faststream_callout.probes import settle
 from faststream_callout.testing import FakeServer
+from faststream_callout.testing.local_server import LocalNatsServer, free_port
+from faststream_callout.testing.probes import settle
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_offline import Lookup, Permissions

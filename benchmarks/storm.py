@@ -53,7 +53,7 @@ from realservers import (
 )
 
 from faststream_callout import KeyPair
-from faststream_callout.local_server import free_port
+from faststream_callout.testing.local_server import free_port
 
 LOG_SIGNS = {
     "auth errors": "authentication error",

@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from faststream_callout import CalloutPipeline, Grant, KeyPair, SigningKeys
-from faststream_callout.local_server import LocalNatsServer, free_port
-from faststream_callout.probes import settle
 from faststream_callout.testing import FakeServer
+from faststream_callout.testing.local_server import LocalNatsServer, free_port
+from faststream_callout.testing.probes import settle
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_offline import GRANT, Lookup, Permissions

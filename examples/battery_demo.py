@@ -20,7 +20,7 @@ from faststream import FastStream
 from nats.errors import Error as NatsError
 
 from faststream_callout import KeyPair
-from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 
 
 @dataclass

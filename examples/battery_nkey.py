@@ -24,13 +24,7 @@ from faststream import FastStream
 from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
 
-from faststream_callout import (
-    CalloutProvider,
-    KeyPair,
-    PolicyProvider,
-    SigningKeys,
-    callout_router,
-)
+from faststream_callout import CalloutProvider, KeyPair, PolicyProvider, SigningKeys, callout_router
 from faststream_callout.batteries import NKeyLookup, PermissionSet, RoleBasedPermissions
 
 

@@ -27,13 +27,7 @@ from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
 from jwt.algorithms import ECAlgorithm
 
-from faststream_callout import (
-    CalloutProvider,
-    KeyPair,
-    PolicyProvider,
-    SigningKeys,
-    callout_router,
-)
+from faststream_callout import CalloutProvider, KeyPair, PolicyProvider, SigningKeys, callout_router
 from faststream_callout.batteries import OIDCLookup, PermissionSet, RoleBasedPermissions
 
 

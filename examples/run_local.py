@@ -21,7 +21,7 @@ import nats
 from nats.errors import Error as NatsError
 
 from faststream_callout import KeyPair
-from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 
 
 async def _quiet(_: Exception) -> None:

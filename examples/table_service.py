@@ -36,7 +36,7 @@ from faststream_callout import (
     SigningKeys,
     callout_router,
 )
-from faststream_callout.env import signing_keys_from_env
+from faststream_callout.core.env import signing_keys_from_env
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 import sys
 
-from faststream_callout.cli import main
+from faststream_callout.tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from nats_versions import MATRIX, FetchError, fetch  # noqa: E402
 
-ENV_VAR = "FASTSTREAM_CALLOUT_NATS_SERVER"  # faststream_callout.local_server.NATS_SERVER_ENV
+ENV_VAR = "FASTSTREAM_CALLOUT_NATS_SERVER"  # testing.local_server.NATS_SERVER_ENV
 
 # Every test file that starts a real nats-server through local_server.find_nats_server().
 # tests/test_storm.py (a load test) and tests/test_version_matrix.py (fetches its own

@@ -19,15 +19,15 @@ from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
 
 from faststream_callout import KeyPair, callout_router
-from faststream_callout.claims import (
+from faststream_callout.core.pipeline import CalloutPipeline
+from faststream_callout.protocol.claims import (
     AUTH_REQUEST_TYPE,
     AuthorizationRequest,
     ClientInfo,
     ClientTLS,
     ConnectOptions,
 )
-from faststream_callout.pipeline import CalloutPipeline
-from faststream_callout.probes import settle
+from faststream_callout.testing.probes import settle
 
 # -- requests ------------------------------------------------------------------
 

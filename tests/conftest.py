@@ -18,10 +18,10 @@ from faststream_callout import (
     SigningKeys,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
-from faststream_callout.pipeline import CalloutPipeline
-from faststream_callout.probes import settle
+from faststream_callout.core.pipeline import CalloutPipeline
+from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.testing.probes import settle
 
 
 class TableLookup:

@@ -62,7 +62,7 @@ def running_version() -> tuple[int, ...]:
     For tests whose expectations differ between versions: the matrix script runs
     the same files against each version.
     """
-    from faststream_callout.local_server import find_nats_server
+    from faststream_callout.testing.local_server import find_nats_server
 
     return version_key(reported_version(find_nats_server()))
 

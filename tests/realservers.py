@@ -43,7 +43,6 @@ from natstools import settle
 
 from faststream_callout import (
     CalloutPipeline,
-    Decision,
     Denied,
     Grant,
     Identity,
@@ -53,9 +52,10 @@ from faststream_callout import (
     PermissionBuilder,
     SigningKeys,
 )
-from faststream_callout.cache import DecisionCache
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer, free_port
+from faststream_callout.core.pipeline import Decision
+from faststream_callout.integration.cache import DecisionCache
+from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer, free_port
 
 TESTS_DIR = Path(__file__).resolve().parent
 ACCOUNTS = ("APP", "OTHER")

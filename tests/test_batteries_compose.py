@@ -27,7 +27,7 @@ from faststream_callout.batteries import (
     presented_credentials,
 )
 from faststream_callout.batteries.nkey import decode_signature
-from faststream_callout.claims import ClientTLS
+from faststream_callout.protocol.claims import ClientTLS
 from faststream_callout.testing import FakeServer
 
 
@@ -327,8 +327,9 @@ async def test_batteries_plug_into_dishka_in_one_line(tmp_path):
     from dishka import STRICT_VALIDATION, make_async_container
     from faststream.nats import NatsBroker, TestNatsBroker
 
-    from faststream_callout import CalloutProvider, NoThrottle, callout_router
+    from faststream_callout import CalloutProvider, callout_router
     from faststream_callout.batteries import StaticTable
+    from faststream_callout.core.throttle import NoThrottle
 
     users = tmp_path / "users.toml"
     users.write_text(

@@ -13,13 +13,7 @@ from typing import Any
 import pytest
 from batteries_support import JWKSServer, Signer, claims, jwks_server, make_request
 
-from faststream_callout import (
-    CalloutPipeline,
-    ConfigurationError,
-    Denied,
-    KeyPair,
-    SigningKeys,
-)
+from faststream_callout import CalloutPipeline, ConfigurationError, Denied, KeyPair, SigningKeys
 from faststream_callout.batteries import (
     EXPIRES_AT,
     NotApplicable,

@@ -18,7 +18,6 @@ from faststream_callout import (
     KeyPair,
     ResponsePermission,
     SigningKeys,
-    TimeRange,
 )
 from faststream_callout.batteries import (
     EXPIRES_AT,
@@ -27,9 +26,9 @@ from faststream_callout.batteries import (
     connection_types_of,
     safe_token,
 )
-from faststream_callout.claims import ClientInfo
+from faststream_callout.protocol.claims import ClientInfo, TimeRange
+from faststream_callout.protocol.validation import subject_issue
 from faststream_callout.testing import FakeServer
-from faststream_callout.validation import subject_issue
 
 T = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 

@@ -24,7 +24,7 @@ from faststream_callout.batteries import (
 from faststream_callout.batteries.oidc import OIDCLookup
 from faststream_callout.batteries.table import StaticTable, TableToken, TableUser, new_token
 from faststream_callout.batteries.tls import ClientCertificateLookup
-from faststream_callout.claims import ClientTLS
+from faststream_callout.protocol.claims import ClientTLS
 from faststream_callout.testing import FakeServer
 
 PASSWORD = "Pa55-" + "w0rd-alice-9f3k"

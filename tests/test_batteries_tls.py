@@ -9,7 +9,7 @@ from batteries_support import Pki, make_request
 from faststream_callout import ConfigurationError, Denied, Identity
 from faststream_callout.batteries import EXPIRES_AT, NotApplicable
 from faststream_callout.batteries.tls import ClientCertificateLookup
-from faststream_callout.claims import ClientTLS
+from faststream_callout.protocol.claims import ClientTLS
 
 
 @pytest.fixture(scope="module")

@@ -27,20 +27,20 @@ from faststream_callout import (
     Identity,
     KeyPair,
     NotApplicable,
-    Outcome,
     Permission,
     SigningKeys,
 )
-from faststream_callout.cache import (
+from faststream_callout.core.pipeline import Outcome
+from faststream_callout.core.policy import resolve
+from faststream_callout.core.throttle import MemoryThrottle
+from faststream_callout.integration.cache import (
     CREDENTIAL_FIELDS,
     DEFAULT_KEY_FIELDS,
     DecisionCache,
 )
-from faststream_callout.claims import AuthorizationRequest, ClientTLS
-from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
-from faststream_callout.policy import resolve
+from faststream_callout.protocol.claims import AuthorizationRequest, ClientTLS
 from faststream_callout.testing import FakeServer
-from faststream_callout.throttle import MemoryThrottle
+from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 
 PASSWORD = "pw-" + secrets.token_urlsafe(12)  # made at run time, searched for in reprs
 OTHER_PASSWORD = "pw-" + secrets.token_urlsafe(12)

@@ -9,9 +9,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from faststream_callout import InvalidJWTError, KeyPair
-from faststream_callout import jwt as nats_jwt
-from faststream_callout.claims import (
+from faststream_callout import KeyPair
+from faststream_callout.core.errors import InvalidJWTError
+from faststream_callout.protocol import jwt as nats_jwt
+from faststream_callout.protocol.claims import (
     AuthorizationRequest,
     AuthorizationRequestClaims,
     AuthorizationResponse,

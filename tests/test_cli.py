@@ -26,15 +26,15 @@ from faststream.security import SASLPlaintext
 from nats.errors import Error as NatsError
 
 from faststream_callout import Grant, Identity, KeyPair, Permission, XKeyPair, callout_router
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.cli import main, render_config_mode
-from faststream_callout.env import signing_keys_from_env
-from faststream_callout.errors import ConfigurationError
-from faststream_callout.keys import KeyKind
-from faststream_callout.local_server import LocalNatsServer, find_nats_server, free_port
-from faststream_callout.pipeline import CalloutPipeline
-from faststream_callout.probes import settle
+from faststream_callout.core.env import signing_keys_from_env
+from faststream_callout.core.errors import ConfigurationError
+from faststream_callout.core.pipeline import CalloutPipeline
+from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.protocol.nkeys import KeyKind
 from faststream_callout.testing import FakeServer
+from faststream_callout.testing.local_server import LocalNatsServer, find_nats_server, free_port
+from faststream_callout.testing.probes import settle
+from faststream_callout.tools.cli import main, render_config_mode
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = "examples.table_service:app"

@@ -25,11 +25,11 @@ from faststream_callout import (
     SigningKeys,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.discovery import CalloutService
-from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
-from faststream_callout.pipeline import Decision, Outcome
-from faststream_callout.probes import settle
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.integration.discovery import CalloutService
+from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.testing.probes import settle
 
 NAME = "auth-callout"
 QUEUE = "callout-q"

@@ -1,4 +1,4 @@
-"""``faststream_callout.doctor`` and ``faststream-callout doctor`` against real nats-servers.
+"""``faststream_callout.tools.doctor`` and ``faststream-callout doctor`` against real nats-servers.
 
 Every deployment is a real nats-server (config mode, and operator mode with a memory
 resolver) with keys generated here. The doctor's verdicts are checked against what
@@ -31,12 +31,12 @@ from natstools import settle
 from test_real_server_operator_mode import Deployment
 
 from faststream_callout import KeyPair, SigningKeys, XKeyPair, callout_router
-from faststream_callout.cli import main
-from faststream_callout.doctor import Report, Status, _may_publish, _may_subscribe, diagnose
-from faststream_callout.local_server import LocalNatsServer, free_port
-from faststream_callout.natsconf import NatsConfigError, load, option, parse
-from faststream_callout.operator import creds, user_jwt
-from faststream_callout.pipeline import CalloutPipeline
+from faststream_callout.core.pipeline import CalloutPipeline
+from faststream_callout.protocol.operator import creds, user_jwt
+from faststream_callout.testing.local_server import LocalNatsServer, free_port
+from faststream_callout.tools.cli import main
+from faststream_callout.tools.doctor import Report, Status, _may_publish, _may_subscribe, diagnose
+from faststream_callout.tools.natsconf import NatsConfigError, load, option, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH = "$SYS.REQ.USER.AUTH"

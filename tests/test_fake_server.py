@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 
 from faststream_callout import KeyPair, XKeyPair
-from faststream_callout import jwt as nats_jwt
-from faststream_callout.claims import (
+from faststream_callout.core.signing import CalloutMode
+from faststream_callout.protocol import jwt as nats_jwt
+from faststream_callout.protocol.claims import (
     AuthorizationResponse,
     AuthorizationResponseClaims,
     Permission,
     User,
     UserClaims,
 )
-from faststream_callout.signing import CalloutMode
 from faststream_callout.testing import FakeServer, MintedRequest
 
 

@@ -53,8 +53,9 @@ from realservers import (
     storm_credentials,
 )
 
-from faststream_callout import Decision, KeyPair, callout_router
-from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer, free_port
+from faststream_callout import KeyPair, callout_router
+from faststream_callout.core.pipeline import Decision
+from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer, free_port
 
 # authorization.timeout of the servers here, seconds: short, to keep refusals of
 # unanswered logins quick, but

@@ -27,10 +27,14 @@ from faststream_callout import (
     SigningKeys,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest, ClientInfo, ServerId
-from faststream_callout.feedback import AUTH_ERROR_SUBJECT, ServerFeedback, ServerRefusal
-from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
-from faststream_callout.pipeline import Decision, Outcome
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.integration.feedback import (
+    AUTH_ERROR_SUBJECT,
+    ServerFeedback,
+    ServerRefusal,
+)
+from faststream_callout.protocol.claims import AuthorizationRequest, ClientInfo, ServerId
+from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 
 FEEDBACK_LOGGER = "faststream_callout.feedback"
 

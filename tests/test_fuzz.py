@@ -29,28 +29,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from faststream_callout import (
-    AuthorizationRequestClaims,
     CalloutPipeline,
     CalloutSettings,
-    ClientTLS,
-    Decision,
     Denied,
     Grant,
     Identity,
-    KeyKind,
     KeyPair,
-    MemoryThrottle,
-    Outcome,
     Permission,
     SigningKeys,
-    ThrottlePolicy,
     XKeyPair,
 )
-from faststream_callout import jwt as nats_jwt
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.errors import InvalidJWTError
-from faststream_callout.keys import decode_public_key, encode_public_key
-from faststream_callout.router import XKEY_HEADER
+from faststream_callout.core.errors import InvalidJWTError
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.core.throttle import MemoryThrottle, ThrottlePolicy
+from faststream_callout.integration.router import XKEY_HEADER
+from faststream_callout.protocol import jwt as nats_jwt
+from faststream_callout.protocol.claims import (
+    AuthorizationRequest,
+    AuthorizationRequestClaims,
+    ClientTLS,
+)
+from faststream_callout.protocol.nkeys import KeyKind, decode_public_key, encode_public_key
 from faststream_callout.testing import FakeServer, MintedRequest
 
 T = 1_800_000_000.25

@@ -20,9 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faststream_callout import InvalidJWTError, KeyPair
-from faststream_callout import jwt as nats_jwt
-from faststream_callout.claims import (
+from faststream_callout import KeyPair
+from faststream_callout.core.errors import InvalidJWTError
+from faststream_callout.protocol import jwt as nats_jwt
+from faststream_callout.protocol.claims import (
     AuthorizationRequest,
     AuthorizationRequestClaims,
     AuthorizationResponse,

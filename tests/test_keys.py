@@ -17,8 +17,10 @@ import nacl.signing
 import nkeys
 import pytest
 
-from faststream_callout import InvalidKeyError, KeyKind, KeyPair, SigningKeys, XKeyPair
-from faststream_callout.keys import (
+from faststream_callout import KeyPair, SigningKeys, XKeyPair
+from faststream_callout.core.errors import InvalidKeyError
+from faststream_callout.protocol.nkeys import (
+    KeyKind,
     decode_public_key,
     decode_seed,
     encode_public_key,

@@ -14,21 +14,20 @@ from prometheus_client import CollectorRegistry, generate_latest
 from faststream_callout import (
     CalloutPipeline,
     CalloutProvider,
-    Decision,
-    DecisionCache,
     Denied,
     Grant,
     Identity,
     KeyPair,
-    Outcome,
     Permission,
     PolicyProvider,
     SigningKeys,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.metrics import PrometheusMetrics
-from faststream_callout.observers import ObserverProvider, observe
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.integration.cache import DecisionCache
+from faststream_callout.integration.metrics import PrometheusMetrics
+from faststream_callout.integration.observers import ObserverProvider, observe
+from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.testing import FakeServer
 
 DECISIONS = "faststream_callout_decisions_total"
@@ -199,8 +198,9 @@ def test_importing_the_library_imports_no_extra() -> None:
         "def otel(): return sorted(m for m in sys.modules if m.startswith('opentelemetry'))\n"
         "import faststream.nats\n"
         "before = otel()\n"
-        "import faststream_callout, faststream_callout.metrics, faststream_callout.tracing\n"
-        "import faststream_callout.observers, faststream_callout.cli\n"
+        "import faststream_callout, faststream_callout.integration.metrics\n"
+        "import faststream_callout.integration.tracing\n"
+        "import faststream_callout.integration.observers, faststream_callout.tools.cli\n"
         "print('prometheus_client' in sys.modules, otel() == before)\n"
     )
     result = subprocess.run(

@@ -19,19 +19,18 @@ from faststream_callout import (
     CalloutProvider,
     CalloutSettings,
     ConfigurationError,
-    Decision,
     Denied,
     Grant,
     Identity,
     KeyPair,
-    Outcome,
     Permission,
     PolicyProvider,
     SigningKeys,
     XKeyPair,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.testing import FakeServer, MintedRequest, Verdict
 
 T = 1_800_000_000.25

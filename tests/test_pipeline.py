@@ -17,20 +17,18 @@ import pytest
 from faststream_callout import (
     CalloutPipeline,
     CalloutSettings,
-    Decision,
     Denied,
     Grant,
     Identity,
     KeyPair,
-    Outcome,
     Permission,
     ResponsePermission,
     SigningKeys,
-    TimeRange,
     XKeyPair,
 )
-from faststream_callout import jwt as nats_jwt
-from faststream_callout.claims import AuthorizationRequest
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.protocol import jwt as nats_jwt
+from faststream_callout.protocol.claims import AuthorizationRequest, TimeRange
 from faststream_callout.testing import FakeServer, MintedRequest, Verdict
 
 T = 1_800_000_000.25  # the clock of every pipeline and FakeServer here

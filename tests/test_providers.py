@@ -34,7 +34,7 @@ from faststream_callout import (
     PolicyProvider,
     SigningKeys,
 )
-from faststream_callout.claims import AuthorizationRequest
+from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.testing import FakeServer, Verdict
 
 # -- ports ------------------------------------------------------------------------

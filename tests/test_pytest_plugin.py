@@ -19,15 +19,15 @@ import pytest
 from nats.aio.client import Client
 
 from faststream_callout import CalloutPipeline, Denied, Drop, Grant, Identity, KeyPair, Permission
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.deployment import (
+from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.protocol.operator import creds, user_jwt
+from faststream_callout.testing.deployment import (
     DeploymentError,
     LocalCalloutServer,
     LoginRefused,
     run_deployment,
 )
-from faststream_callout.operator import creds, user_jwt
-from faststream_callout.probes import (
+from faststream_callout.testing.probes import (
     PermissionMismatch,
     can_publish,
     can_subscribe,
@@ -105,7 +105,8 @@ def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
 
     def run_inner(*args: str) -> pytest.RunResult:
         return pytester.runpytest_inprocess(
-            "-p", "asyncio", "-p", "faststream_callout.pytest_plugin", "-p", "no:cacheprovider",
+            "-p", "asyncio", "-p", "faststream_callout.testing.pytest_plugin",
+            "-p", "no:cacheprovider",
             *args,
         )  # fmt: skip
 
@@ -129,7 +130,7 @@ def _gone(pid: int) -> bool:
 MATRIX_TESTS = """
 import os
 
-from faststream_callout.probes import can_publish, can_subscribe, expect_permissions
+from faststream_callout.testing.probes import can_publish, can_subscribe, expect_permissions
 
 
 def record_pid(callout):
@@ -206,7 +207,7 @@ def test_policy_in_config_and_operator_mode_with_xkey(run, pytester, tmp_path, m
     pytester.makeini(SESSION_LOOP_INI)
     pytester.makeconftest(
         POLICY
-        + "\nfrom faststream_callout.pytest_plugin import callout_deployment\n"
+        + "\nfrom faststream_callout.testing.pytest_plugin import callout_deployment\n"
         + "callout = callout_deployment(make_service, mode=['config', 'operator'], xkey=True,"
         + " accounts=['APP', 'TEAM'])\n"
     )
@@ -276,7 +277,7 @@ import os
 import pytest
 
 import conftest
-from faststream_callout.probes import can_publish
+from faststream_callout.testing.probes import can_publish
 
 
 def record(callout):
@@ -314,7 +315,7 @@ def test_default_pytest_asyncio_config_restarts_the_service_per_test(
     pytester.makeconftest(
         POLICY
         + """
-from faststream_callout.pytest_plugin import callout_deployment
+from faststream_callout.testing.pytest_plugin import callout_deployment
 
 STARTED = 0
 
@@ -359,7 +360,7 @@ from faststream.security import SASLPlaintext
 from faststream_callout import (
     CalloutProvider, IdentityLookup, PermissionBuilder, SigningKeys, callout_router,
 )
-from faststream_callout.env import signing_keys_from_env
+from faststream_callout.core.env import signing_keys_from_env
 from conftest import Lookup, Rules
 
 
@@ -396,7 +397,7 @@ def make_app():
 INI_TESTS = """
 import os
 
-from faststream_callout.probes import can_publish
+from faststream_callout.testing.probes import can_publish
 
 
 async def test_app_from_the_environment(callout):
@@ -424,7 +425,7 @@ def test_ini_configured_fixture_runs_an_app_from_the_environment(run, pytester, 
         POLICY
         + """
 from faststream.nats import NatsBroker
-from faststream_callout.pytest_plugin import callout_deployment
+from faststream_callout.testing.pytest_plugin import callout_deployment
 
 # Connects, but includes no callout router: the fixture must say so, not hang.
 broken = callout_deployment(

@@ -11,7 +11,7 @@ fence) decides:
   exit 0, and shares no names. ``asyncio.run(main())`` and top-level ``await`` both work;
   ``test_*`` functions a block defines are called. Offline: connections and lookups
   other than the loopback fail. Generate keys at run time; get a server from
-  ``faststream_callout.local_server``.
+  ``faststream_callout.testing.local_server``.
 - ``console``: every ``$ command`` runs (``bash -c``; ``uv run X`` runs ``X`` from this
   venv; a trailing ``\\`` continues the line; stdin is one line, ``readme-secret``). It
   must exit 0, or N with a trailing ``# exit status N``. The lines below it are its
@@ -62,10 +62,11 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from faststream_callout import Decision, Identity, KeyPair, Outcome, XKeyPair
-from faststream_callout.claims import AuthorizationRequest, ClientInfo, ServerId
-from faststream_callout.keys import KeyKind, is_public_key
-from faststream_callout.local_server import find_nats_server
+from faststream_callout import Identity, KeyPair, XKeyPair
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.protocol.claims import AuthorizationRequest, ClientInfo, ServerId
+from faststream_callout.protocol.nkeys import KeyKind, is_public_key
+from faststream_callout.testing.local_server import find_nats_server
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -639,7 +640,7 @@ def check_json(block: Block, session: Session, monkeypatch: pytest.MonkeyPatch) 
 
 def check_auth_error_event(text: str, event: dict[str, Any]) -> None:
     """ServerFeedback matches the event to the login we allowed on that connection."""
-    from faststream_callout.feedback import ServerFeedback
+    from faststream_callout.integration.feedback import ServerFeedback
 
     feedback = ServerFeedback()
     request = AuthorizationRequest(
@@ -656,7 +657,7 @@ def check_auth_error_event(text: str, event: dict[str, Any]) -> None:
 
 
 def check_authorization_section(section: dict[str, Any]) -> None:
-    from faststream_callout.operator import ExternalAuthorization
+    from faststream_callout.protocol.operator import ExternalAuthorization
 
     unknown = set(section) - set(ExternalAuthorization.__struct_fields__)
     assert not unknown, f"not fields of an account JWT's authorization section: {unknown}"

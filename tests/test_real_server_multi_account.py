@@ -30,28 +30,27 @@ from faststream_callout import (
     CalloutPipeline,
     CalloutProvider,
     CalloutSettings,
-    Decision,
     Denied,
     Grant,
     Identity,
     KeyPair,
-    Outcome,
     Permission,
     PolicyProvider,
     SigningKeys,
     XKeyPair,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.keys import decode_seed
-from faststream_callout.local_server import LocalNatsServer, OperatorServerConfig
-from faststream_callout.operator import (
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.protocol.nkeys import decode_seed
+from faststream_callout.protocol.operator import (
     ExternalAuthorization,
     account_jwt,
     creds,
     operator_jwt,
     user_jwt,
 )
+from faststream_callout.testing.local_server import LocalNatsServer, OperatorServerConfig
 
 DENY_ALL = Permission(deny=[">"])
 USER_INFO = "$SYS.REQ.USER.INFO"

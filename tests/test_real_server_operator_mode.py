@@ -29,15 +29,14 @@ from faststream_callout import (
     Grant,
     Identity,
     KeyPair,
-    Outcome,
     Permission,
     SigningKeys,
     XKeyPair,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.local_server import LocalNatsServer, OperatorServerConfig
-from faststream_callout.operator import (
+from faststream_callout.core.pipeline import Outcome
+from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.protocol.operator import (
     ExternalAuthorization,
     account_jwt,
     creds,
@@ -45,6 +44,7 @@ from faststream_callout.operator import (
     user_jwt,
 )
 from faststream_callout.testing import FakeServer
+from faststream_callout.testing.local_server import LocalNatsServer, OperatorServerConfig
 
 # The clients log in with user/password, which reaches an operator-mode callout only
 # through default_sentinel; tests/test_version_matrix.py covers 2.10 with sentinel creds.

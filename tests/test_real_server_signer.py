@@ -24,19 +24,18 @@ from test_real_server_operator_mode import Deployment
 
 from faststream_callout import (
     CalloutPipeline,
-    Decision,
     Denied,
     Grant,
     Identity,
     KeyPair,
-    Outcome,
     Permission,
     SigningKeys,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.errors import Drop
-from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.core.errors import Drop
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 
 AUTH_TIMEOUT = 1.0  # the server's authorization.timeout: what a dropped client waits
 

@@ -23,8 +23,8 @@ from faststream_callout import (
     XKeyPair,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 
 
 class Lookup:

@@ -14,7 +14,6 @@ from faststream.nats.subscriber.usecases import CoreSubscriber
 from faststream.specification import AsyncAPI
 
 from faststream_callout import (
-    AUTH_CALLOUT_SUBJECT,
     CalloutPipeline,
     CalloutProvider,
     Denied,
@@ -29,8 +28,8 @@ from faststream_callout import (
     XKeyPair,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.router import XKEY_HEADER
+from faststream_callout.integration.router import AUTH_CALLOUT_SUBJECT, XKEY_HEADER
+from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.testing import FakeServer, MintedRequest, Verdict
 
 TIMEOUT = 2.0

@@ -22,38 +22,37 @@ import pytest
 from faststream.nats import NatsBroker, TestNatsBroker
 
 from faststream_callout import (
-    AuthorizationRequestClaims,
     CalloutPipeline,
     CalloutSettings,
-    ConnectOptions,
-    Decision,
     Denied,
     Grant,
     Identity,
-    InvalidJWTError,
-    InvalidKeyError,
     KeyPair,
-    MemoryThrottle,
-    NoThrottle,
-    Outcome,
     Permission,
     SigningKeys,
-    Throttle,
-    ThrottlePolicy,
-    UserClaims,
     XKeyPair,
     callout_router,
 )
-from faststream_callout import jwt as nats_jwt
-from faststream_callout.claims import (
+from faststream_callout.core.errors import Drop, InvalidJWTError, InvalidKeyError
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.core.throttle import (
+    MemoryThrottle,
+    NoThrottle,
+    Throttle,
+    ThrottlePolicy,
+    throttle_keys,
+)
+from faststream_callout.protocol import jwt as nats_jwt
+from faststream_callout.protocol.claims import (
     AuthorizationRequest,
+    AuthorizationRequestClaims,
     AuthorizationResponse,
     AuthorizationResponseClaims,
+    ConnectOptions,
     User,
+    UserClaims,
 )
-from faststream_callout.errors import Drop
 from faststream_callout.testing import FakeServer, MintedRequest, Verdict
-from faststream_callout.throttle import throttle_keys
 
 T = 1_800_000_000.25  # the clock of every pipeline and FakeServer here
 NOW = int(T)

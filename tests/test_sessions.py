@@ -27,34 +27,17 @@ from natstools import settle
 
 from faststream_callout import (
     CalloutPipeline,
-    Decision,
     Denied,
     Grant,
     Identity,
-    InvalidJWTError,
     KeyPair,
-    Outcome,
     Permission,
     SigningKeys,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.errors import ConfigurationError
-from faststream_callout.local_server import (
-    SYSTEM_USER,
-    CalloutServerConfig,
-    LocalNatsServer,
-    OperatorServerConfig,
-)
-from faststream_callout.operator import (
-    ExternalAuthorization,
-    account_jwt,
-    creds,
-    decode_account_jwt,
-    operator_jwt,
-    user_jwt,
-)
-from faststream_callout.sessions import (
+from faststream_callout.core.errors import ConfigurationError, InvalidJWTError
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.integration.sessions import (
     KickStatus,
     RevocationList,
     Session,
@@ -64,7 +47,22 @@ from faststream_callout.sessions import (
     revoke_users,
     with_revocations,
 )
+from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.protocol.operator import (
+    ExternalAuthorization,
+    account_jwt,
+    creds,
+    decode_account_jwt,
+    operator_jwt,
+    user_jwt,
+)
 from faststream_callout.testing import FakeServer
+from faststream_callout.testing.local_server import (
+    SYSTEM_USER,
+    CalloutServerConfig,
+    LocalNatsServer,
+    OperatorServerConfig,
+)
 
 AUTH_VIOLATION = "authorization violation"
 DENY_ALL = Permission(deny=[">"])

@@ -24,24 +24,22 @@ from faststream_callout import (
     CalloutPipeline,
     CalloutSettings,
     ConfigurationError,
-    Decision,
     Denied,
     Grant,
     Identity,
     KeyPair,
-    MemoryThrottle,
-    Outcome,
     Permission,
     SigningKeys,
     XKeyPair,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.errors import Drop, SignerError
-from faststream_callout.metrics import PrometheusMetrics
-from faststream_callout.pipeline import NO_REPLY
-from faststream_callout.router import CalloutMessage
-from faststream_callout.signing import Signer, external_signature, sign_jwt
+from faststream_callout.core.errors import Drop, SignerError
+from faststream_callout.core.pipeline import NO_REPLY, Decision, Outcome
+from faststream_callout.core.signing import Signer, external_signature, sign_jwt
+from faststream_callout.core.throttle import MemoryThrottle
+from faststream_callout.integration.metrics import PrometheusMetrics
+from faststream_callout.integration.router import CalloutMessage
+from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.testing import FakeServer, MintedRequest, Verdict
 
 T = 1_800_000_000.25
@@ -390,8 +388,8 @@ async def test_external_signature_helper() -> None:
 
 
 async def test_sign_jwt_matches_jwt_encode() -> None:
-    from faststream_callout import jwt as nats_jwt
-    from faststream_callout.claims import User, UserClaims
+    from faststream_callout.protocol import jwt as nats_jwt
+    from faststream_callout.protocol.claims import User, UserClaims
 
     key = KeyPair.create_account()
     claims = UserClaims(sub=KeyPair.create_user().public_key, nats=User(type="user", version=2))

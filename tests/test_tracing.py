@@ -18,25 +18,24 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from faststream_callout import (
-    AUTH_CALLOUT_SUBJECT,
     CalloutPipeline,
     CalloutProvider,
-    Decision,
     Denied,
     Grant,
     Identity,
     KeyPair,
-    Outcome,
     Permission,
     PolicyProvider,
     SigningKeys,
     XKeyPair,
     callout_router,
 )
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.observers import ObserverProvider
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.integration.observers import ObserverProvider
+from faststream_callout.integration.router import AUTH_CALLOUT_SUBJECT
+from faststream_callout.integration.tracing import DecisionSpanAttributes, decision_attributes
+from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.testing import FakeServer
-from faststream_callout.tracing import DecisionSpanAttributes, decision_attributes
 
 PASSWORD = "correct-horse-battery-staple"
 TOKEN = "tok-0123456789-sensor"

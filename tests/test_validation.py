@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from faststream_callout import KeyPair
-from faststream_callout.claims import Permission, ResponsePermission, TimeRange, User
-from faststream_callout.validation import CONNECTION_TYPES, subject_issue, user_issues
+from faststream_callout.protocol.claims import Permission, ResponsePermission, TimeRange, User
+from faststream_callout.protocol.validation import CONNECTION_TYPES, subject_issue, user_issues
 
 
 def user(**fields: Any) -> User:

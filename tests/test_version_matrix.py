@@ -38,18 +38,18 @@ from natstools import settle
 
 from faststream_callout import (
     CalloutPipeline,
-    Decision,
     Denied,
     Grant,
     Identity,
     KeyPair,
-    Outcome,
     Permission,
     SigningKeys,
     XKeyPair,
-    jwt,
 )
-from faststream_callout.claims import (
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.integration.router import AUTH_CALLOUT_SUBJECT, XKEY_HEADER
+from faststream_callout.protocol import jwt
+from faststream_callout.protocol.claims import (
     AUTH_RESPONSE_TYPE,
     CLAIMS_VERSION,
     USER_CLAIM_TYPE,
@@ -60,26 +60,25 @@ from faststream_callout.claims import (
     User,
     UserClaims,
 )
-from faststream_callout.local_server import (
-    CalloutServerConfig,
-    LocalNatsServer,
-    OperatorServerConfig,
-)
-from faststream_callout.operator import (
+from faststream_callout.protocol.operator import (
     ExternalAuthorization,
     account_jwt,
     creds,
     operator_jwt,
     user_jwt,
 )
-from faststream_callout.router import AUTH_CALLOUT_SUBJECT, XKEY_HEADER
-from faststream_callout.server_versions import (
+from faststream_callout.protocol.versions import (
     checks_response_signer_strictly,
     enforces_proxy_required,
     parse_version,
     redacts_token_user,
 )
 from faststream_callout.testing import FakeServer, MintedRequest
+from faststream_callout.testing.local_server import (
+    CalloutServerConfig,
+    LocalNatsServer,
+    OperatorServerConfig,
+)
 
 USER_INFO = "$SYS.REQ.USER.INFO"
 DENY_ALL = Permission(deny=[">"])
@@ -685,8 +684,8 @@ async def test_pipeline_refuses_proxy_required_where_it_would_be_ignored(
 
 
 def test_env_var_picks_the_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from faststream_callout.errors import ConfigurationError
-    from faststream_callout.local_server import NATS_SERVER_ENV, find_nats_server
+    from faststream_callout.core.errors import ConfigurationError
+    from faststream_callout.testing.local_server import NATS_SERVER_ENV, find_nats_server
 
     monkeypatch.delenv(NATS_SERVER_ENV, raising=False)
     default = find_nats_server()

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
-from faststream_callout.errors import ConfigurationError
-from faststream_callout.policy import resolve
+from faststream_callout.core.errors import ConfigurationError
+from faststream_callout.core.policy import resolve
 
 __all__ = [
     "EXPIRES_AT",

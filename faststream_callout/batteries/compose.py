@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Final, Literal
 
 from faststream_callout.batteries._common import resolve
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.errors import NotApplicable
-from faststream_callout.policy import Identity, IdentityLookup
+from faststream_callout.core.errors import NotApplicable
+from faststream_callout.core.policy import Identity, IdentityLookup
+from faststream_callout.protocol.claims import AuthorizationRequest
 
 __all__ = [
     "CREDENTIAL_KINDS",

@@ -30,10 +30,10 @@ from faststream_callout.batteries._common import (
     str_set,
 )
 from faststream_callout.batteries.compose import NotApplicable
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.errors import ConfigurationError, Denied
-from faststream_callout.keys import KeyKind, is_public_key, verify_signature
-from faststream_callout.policy import Identity
+from faststream_callout.core.errors import ConfigurationError, Denied
+from faststream_callout.core.policy import Identity
+from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.protocol.nkeys import KeyKind, is_public_key, verify_signature
 
 __all__ = ["NKeyLookup", "decode_signature"]
 

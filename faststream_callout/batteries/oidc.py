@@ -35,9 +35,9 @@ from typing import Any, Final, Literal
 from faststream_callout.batteries._common import EXPIRES_AT, extra_missing, logger
 from faststream_callout.batteries._http import FetchError, check_url, http_get
 from faststream_callout.batteries.compose import NotApplicable
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.errors import CalloutError, ConfigurationError, Denied
-from faststream_callout.policy import Identity
+from faststream_callout.core.errors import CalloutError, ConfigurationError, Denied
+from faststream_callout.core.policy import Identity
+from faststream_callout.protocol.claims import AuthorizationRequest
 
 try:
     import jwt as pyjwt

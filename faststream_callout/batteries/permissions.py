@@ -38,16 +38,16 @@ from faststream_callout.batteries._common import (
     load_document,
     logger,
 )
-from faststream_callout.claims import (
+from faststream_callout.core.errors import ConfigurationError, Denied
+from faststream_callout.core.policy import NO_LIMIT, Grant, Identity
+from faststream_callout.protocol.claims import (
     AuthorizationRequest,
     ClientInfo,
     Permission,
     ResponsePermission,
     TimeRange,
 )
-from faststream_callout.errors import ConfigurationError, Denied
-from faststream_callout.policy import NO_LIMIT, Grant, Identity
-from faststream_callout.validation import CONNECTION_TYPES, subject_issue
+from faststream_callout.protocol.validation import CONNECTION_TYPES, subject_issue
 
 __all__ = [
     "MAX_EXPANDED_SUBJECTS",

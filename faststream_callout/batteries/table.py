@@ -59,9 +59,9 @@ from faststream_callout.batteries._common import (
     str_set,
 )
 from faststream_callout.batteries.compose import NotApplicable
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.errors import ConfigurationError, Denied
-from faststream_callout.policy import Identity
+from faststream_callout.core.errors import ConfigurationError, Denied
+from faststream_callout.core.policy import Identity
+from faststream_callout.protocol.claims import AuthorizationRequest
 
 try:
     import argon2

@@ -24,9 +24,9 @@ from typing import Final, Literal
 
 from faststream_callout.batteries._common import EXPIRES_AT, extra_missing, logger, resolve
 from faststream_callout.batteries.compose import NotApplicable
-from faststream_callout.claims import AuthorizationRequest
-from faststream_callout.errors import ConfigurationError, Denied
-from faststream_callout.policy import Identity
+from faststream_callout.core.errors import ConfigurationError, Denied
+from faststream_callout.core.policy import Identity
+from faststream_callout.protocol.claims import AuthorizationRequest
 
 try:
     from cryptography import x509

@@ -1,0 +1,74 @@
+"""The core layer: the request pipeline, signing keys, the throttle, the policy ports and errors.
+
+It imports only the protocol layer; FastStream and Dishka live one layer up.
+"""
+
+from __future__ import annotations
+
+from faststream_callout.core.env import (
+    signing_keys_from_env,
+)
+from faststream_callout.core.errors import (
+    CalloutError,
+    ConfigurationError,
+    Denied,
+    Drop,
+    InvalidJWTError,
+    InvalidKeyError,
+    NotApplicable,
+    SignerError,
+)
+from faststream_callout.core.pipeline import (
+    NO_REPLY,
+    CalloutPipeline,
+    CalloutSettings,
+    Decision,
+    Outcome,
+)
+from faststream_callout.core.policy import (
+    Grant,
+    Identity,
+    IdentityLookup,
+    PermissionBuilder,
+)
+from faststream_callout.core.signing import (
+    CalloutMode,
+    Signer,
+    SigningKeys,
+    UserSigner,
+)
+from faststream_callout.core.throttle import (
+    MemoryThrottle,
+    NoThrottle,
+    Throttle,
+    ThrottlePolicy,
+)
+
+__all__ = [
+    "NO_REPLY",
+    "CalloutError",
+    "CalloutMode",
+    "CalloutPipeline",
+    "CalloutSettings",
+    "ConfigurationError",
+    "Decision",
+    "Denied",
+    "Drop",
+    "Grant",
+    "Identity",
+    "IdentityLookup",
+    "InvalidJWTError",
+    "InvalidKeyError",
+    "MemoryThrottle",
+    "NoThrottle",
+    "NotApplicable",
+    "Outcome",
+    "PermissionBuilder",
+    "Signer",
+    "SignerError",
+    "SigningKeys",
+    "Throttle",
+    "ThrottlePolicy",
+    "UserSigner",
+    "signing_keys_from_env",
+]

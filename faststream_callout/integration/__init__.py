@@ -1,0 +1,120 @@
+"""The integration layer.
+
+FastStream router, Dishka providers, observers, cache, sessions, feedback, discovery.
+
+Names are imported on first use, so importing one part does not load the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from faststream_callout.integration.cache import (
+        CacheStats,
+        DecisionCache,
+    )
+    from faststream_callout.integration.discovery import (
+        CalloutService,
+        add_discovery_subscribers,
+    )
+    from faststream_callout.integration.feedback import (
+        ServerFeedback,
+        add_feedback_subscriber,
+    )
+    from faststream_callout.integration.metrics import (
+        PrometheusMetrics,
+    )
+    from faststream_callout.integration.observers import (
+        Instrument,
+        ObserverProvider,
+        observe,
+    )
+    from faststream_callout.integration.providers import (
+        CalloutProvider,
+        PolicyProvider,
+    )
+    from faststream_callout.integration.router import (
+        AUTH_CALLOUT_SUBJECT,
+        CalloutMessage,
+        Dispatch,
+        callout_router,
+    )
+    from faststream_callout.integration.sessions import (
+        KickResult,
+        KickStatus,
+        RevocationGuard,
+        RevocationList,
+        Session,
+        SessionRegistry,
+        kick,
+        revoke_users,
+    )
+
+__all__ = [
+    "AUTH_CALLOUT_SUBJECT",
+    "CacheStats",
+    "CalloutMessage",
+    "CalloutProvider",
+    "CalloutService",
+    "DecisionCache",
+    "Dispatch",
+    "Instrument",
+    "KickResult",
+    "KickStatus",
+    "ObserverProvider",
+    "PolicyProvider",
+    "PrometheusMetrics",
+    "RevocationGuard",
+    "RevocationList",
+    "ServerFeedback",
+    "Session",
+    "SessionRegistry",
+    "add_discovery_subscribers",
+    "add_feedback_subscriber",
+    "callout_router",
+    "kick",
+    "observe",
+    "revoke_users",
+]
+
+_WHERE = {
+    "AUTH_CALLOUT_SUBJECT": "router",
+    "CalloutMessage": "router",
+    "Dispatch": "router",
+    "callout_router": "router",
+    "CalloutProvider": "providers",
+    "PolicyProvider": "providers",
+    "CacheStats": "cache",
+    "DecisionCache": "cache",
+    "KickResult": "sessions",
+    "KickStatus": "sessions",
+    "RevocationGuard": "sessions",
+    "RevocationList": "sessions",
+    "Session": "sessions",
+    "SessionRegistry": "sessions",
+    "kick": "sessions",
+    "revoke_users": "sessions",
+    "Instrument": "observers",
+    "ObserverProvider": "observers",
+    "observe": "observers",
+    "ServerFeedback": "feedback",
+    "add_feedback_subscriber": "feedback",
+    "CalloutService": "discovery",
+    "add_discovery_subscribers": "discovery",
+    "PrometheusMetrics": "metrics",
+}
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - module attributes of any type
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

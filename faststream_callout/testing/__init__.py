@@ -1,0 +1,94 @@
+"""Testing tools.
+
+FakeServer, local nats-servers, callout deployments, permission probes and the pytest plugin.
+
+Names are imported on first use; ``import faststream_callout`` never loads this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from faststream_callout.testing.deployment import (
+        CalloutDeployment,
+        DeploymentError,
+        LocalCalloutServer,
+        LoginRefused,
+        run_deployment,
+    )
+    from faststream_callout.testing.fake_server import (
+        FakeServer,
+        MintedRequest,
+        Verdict,
+    )
+    from faststream_callout.testing.local_server import (
+        CalloutServerConfig,
+        LocalNatsServer,
+        find_nats_server,
+        free_port,
+    )
+    from faststream_callout.testing.probes import (
+        PermissionMismatch,
+        Probe,
+        can_publish,
+        can_subscribe,
+        expect_permissions,
+        settle,
+    )
+
+__all__ = [
+    "CalloutDeployment",
+    "CalloutServerConfig",
+    "DeploymentError",
+    "FakeServer",
+    "LocalCalloutServer",
+    "LocalNatsServer",
+    "LoginRefused",
+    "MintedRequest",
+    "PermissionMismatch",
+    "Probe",
+    "Verdict",
+    "can_publish",
+    "can_subscribe",
+    "expect_permissions",
+    "find_nats_server",
+    "free_port",
+    "run_deployment",
+    "settle",
+]
+
+_WHERE = {
+    "FakeServer": "fake_server",
+    "MintedRequest": "fake_server",
+    "Verdict": "fake_server",
+    "CalloutServerConfig": "local_server",
+    "LocalNatsServer": "local_server",
+    "find_nats_server": "local_server",
+    "free_port": "local_server",
+    "CalloutDeployment": "deployment",
+    "DeploymentError": "deployment",
+    "LocalCalloutServer": "deployment",
+    "LoginRefused": "deployment",
+    "run_deployment": "deployment",
+    "PermissionMismatch": "probes",
+    "Probe": "probes",
+    "can_publish": "probes",
+    "can_subscribe": "probes",
+    "expect_permissions": "probes",
+    "settle": "probes",
+}
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - module attributes of any type
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,4 @@
+"""Tools.
+
+The ``faststream-callout`` command, doctor, and reading and rendering nats-server configs.
+"""
