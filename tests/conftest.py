@@ -1,4 +1,4 @@
-"""Shared fixtures: generated keys, a policy, and a real nats-server in config mode."""
+"""Shared fixtures: generated keys, a pipeline over the shared test policies, a real nats-server."""
 
 from __future__ import annotations
 
@@ -8,87 +8,16 @@ from dataclasses import dataclass
 import pytest
 from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
+from policies import TableLookup, TablePermissions
 
 from faststream_callout import (
-    Denied,
-    Grant,
-    Identity,
     KeyPair,
-    Permission,
     SigningKeys,
     callout_router,
 )
 from faststream_callout.core.pipeline import CalloutPipeline
-from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 from faststream_callout.testing.probes import settle
-
-
-class TableLookup:
-    """Users by password or token; 'boom' makes the lookup fail unexpectedly."""
-
-    def __init__(self) -> None:
-        self.passwords = {
-            "alice": "alice-pw",
-            "bob": "bob-pw",
-            "short": "short-pw",
-            "watcher": "watcher-pw",
-        }
-        self.tokens = {"tok-carol-123": "carol"}
-
-    async def lookup(self, request: AuthorizationRequest) -> Identity:
-        opts = request.connect_opts
-        if opts.user == "boom":
-            raise RuntimeError("database is down")
-        if opts.auth_token:
-            name = self.tokens.get(opts.auth_token)
-            if name is None:
-                raise Denied("unknown token")
-            return Identity(name)
-        if self.passwords.get(opts.user) == opts.password and opts.password:
-            return Identity(opts.user)
-        raise Denied("bad credentials")
-
-
-USER_INFO_SUBJECT = "$SYS.REQ.USER.INFO"
-
-
-class TablePermissions:
-    """Grants by name.
-
-    - alice (the default) -> APP: publish chat.alice.>, news.> and the user-info
-      request, but not chat.secret nor chat.alice.secret (a deny inside an allow);
-      subscribe chat.alice.>, news.>, _INBOX.>, but not news.hidden.
-    - bob -> OTHER, everything.
-    - carol (token) -> APP, read-only on news.>.
-    - watcher -> APP, read-only on chat.> and news.> (an independent observer).
-    - short -> APP, account default permissions, a user JWT valid for 2 s.
-    """
-
-    def build(self, identity: Identity, request: AuthorizationRequest) -> Grant:
-        name = identity.name
-        if name == "bob":
-            return Grant(account="OTHER", pub=Permission(allow=[">"]), sub=Permission(allow=[">"]))
-        if name == "carol":
-            return Grant(
-                account="APP", pub=Permission(deny=[">"]), sub=Permission(allow=["news.>"])
-            )
-        if name == "watcher":
-            return Grant(
-                account="APP",
-                pub=Permission(deny=[">"]),
-                sub=Permission(allow=["chat.>", "news.>"]),
-            )
-        if name == "short":
-            return Grant(account="APP", ttl=2, account_defaults=True)
-        return Grant(
-            account="APP",
-            pub=Permission(
-                allow=[f"chat.{name}.>", "news.>", USER_INFO_SUBJECT],
-                deny=["chat.secret", f"chat.{name}.secret"],
-            ),
-            sub=Permission(allow=[f"chat.{name}.>", "news.>", "_INBOX.>"], deny=["news.hidden"]),
-        )
 
 
 @pytest.fixture(scope="session")
