@@ -1,23 +1,21 @@
-"""Shared fixtures: generated keys, a pipeline over the shared test policies, a real nats-server."""
+"""Shared fixtures: generated keys, a pipeline over the shared test policies, real nats-servers.
+
+The real-server environments (config or operator mode, with or without xkey) are
+described in callout_env.py.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from typing import TypeAlias
 
 import pytest
-from faststream.nats import NatsBroker
-from faststream.security import SASLPlaintext
+from callout_env import CONFIG, ENVIRONMENTS, CalloutEnv, Environment, ServerPool
 from policies import TableLookup, TablePermissions
 
-from faststream_callout import (
-    KeyPair,
-    SigningKeys,
-    callout_router,
-)
+from faststream_callout import KeyPair, SigningKeys
 from faststream_callout.core.pipeline import CalloutPipeline
-from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
-from faststream_callout.testing.probes import settle
+from faststream_callout.testing import CalloutDeployment
 
 
 @pytest.fixture(scope="session")
@@ -35,60 +33,45 @@ def pipeline(signing_keys: SigningKeys) -> CalloutPipeline:
     return CalloutPipeline(signing_keys, TableLookup(), TablePermissions())
 
 
-STATIC_USER = "dave"
-STATIC_PASSWORD = "dave-static-pw"
-
-
-@dataclass
-class RealServer:
-    server: LocalNatsServer
-    config: CalloutServerConfig
-
-    @property
-    def url(self) -> str:
-        return self.server.url
+# -- real nats-servers ----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
-def real_server(issuer: KeyPair) -> Iterator[RealServer]:
-    # dave is a statically configured APP user, deliberately not in auth_users and
-    # unknown to TableLookup: the callout still decides about him (SPEC 1.2).
-    config = CalloutServerConfig(
-        issuer=issuer.public_key,
-        accounts={"APP": {STATIC_USER: STATIC_PASSWORD}, "OTHER": {}},
-    )
-    server = LocalNatsServer(config.render(), port=config.port).start()
-    assert server.is_running(), server.log()[-2000:]
-    process = server.process
-    assert process is not None
+def callout_servers() -> Iterator[ServerPool]:
+    """One nats-server per environment for the whole session, stopped by PID at its end."""
+    pool = ServerPool()
     try:
-        yield RealServer(server, config)
-        # A server that crashed mid-session would explain odd failures: say so.
-        assert server.is_running(), f"nats-server died:\n{server.log()[-2000:]}"
+        yield pool
     finally:
-        server.close()  # terminate by PID, kill if it lingers
-        assert process.poll() is not None, f"nats-server pid {process.pid} still running"
+        pool.close()
 
 
-@pytest.fixture(scope="session")
-async def callout_service(
-    real_server: RealServer, pipeline: CalloutPipeline
-) -> AsyncIterator[NatsBroker]:
-    """Our router, connected as the callout account's auth user."""
-    broker = NatsBroker(
-        real_server.url,
-        security=SASLPlaintext(
-            username=real_server.config.auth_user, password=real_server.config.auth_password
-        ),
-        logger=None,
-    )
-    broker.include_router(callout_router(pipeline))
-    await broker.start()
-    # The SUB must reach the server before the first client logs in, or that
-    # login waits out the callout timeout and is refused. nats-py 2.16's flush()
-    # can overtake commands still queued for its flusher: push those out first.
-    await settle(broker.connection, timeout=5)
-    try:
-        yield broker
-    finally:
-        await broker.stop()
+@pytest.fixture(scope="module", params=ENVIRONMENTS, ids=str)
+def callout_env(request: pytest.FixtureRequest, callout_servers: ServerPool) -> CalloutEnv:
+    """A real nats-server in each environment; narrow them with callout_env.run_in()."""
+    environment: Environment = request.param
+    return CalloutEnv(environment, callout_servers.get(environment))
+
+
+@pytest.fixture(scope="module")
+async def table_callout(callout_env: CalloutEnv) -> AsyncIterator[CalloutDeployment]:
+    """The table policies (policies.TableLookup, TablePermissions) serving in ``callout_env``."""
+    async with callout_env.serve(TableLookup(), TablePermissions()) as deployment:
+        yield deployment
+
+
+# tests/test_cli.py checks its commands against the table policies in config mode.
+RealServer: TypeAlias = CalloutEnv
+
+
+@pytest.fixture(scope="module")
+def real_server(callout_servers: ServerPool) -> RealServer:
+    """The config-mode environment."""
+    return CalloutEnv(CONFIG, callout_servers.get(CONFIG))
+
+
+@pytest.fixture(scope="module")
+async def callout_service(real_server: RealServer) -> AsyncIterator[CalloutDeployment]:
+    """The table policies serving on ``real_server``."""
+    async with real_server.serve(TableLookup(), TablePermissions()) as deployment:
+        yield deployment

@@ -2,6 +2,8 @@
 
 One module, so a test file says which policy it uses instead of writing its own.
 Lookups count their calls and the peak number in flight, so tests can assert on them.
+Grants name accounts by name ("APP"); the real-server environments (tests/callout_env.py)
+map a name to what the server calls the account (its public key in operator mode).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ __all__ = [
     "USER_INFO_SUBJECT",
     "Everyone",
     "FixedGrant",
+    "FixedLookup",
     "GrantByName",
     "Never",
     "Passwords",
@@ -51,7 +54,7 @@ class Passwords(_Counting):
     """Users by password or token; a user named in ``failing`` makes the lookup raise.
 
     Args:
-        users: user name -> password.
+        users: user name -> password; ``None``: any user whose password is ``<name>-pw``.
         tokens: token -> user name.
         delay: seconds each lookup waits (an I/O-bound lookup).
         failing: user names whose lookup raises ``RuntimeError`` (a database outage).
@@ -60,14 +63,14 @@ class Passwords(_Counting):
 
     def __init__(
         self,
-        users: Mapping[str, str],
+        users: Mapping[str, str] | None = None,
         tokens: Mapping[str, str] | None = None,
         *,
         delay: float = 0.0,
         failing: frozenset[str] = frozenset({"boom"}),
     ) -> None:
         super().__init__(delay)
-        self.passwords = dict(users)
+        self.passwords = None if users is None else dict(users)
         self.tokens = dict(tokens or {})
         self.failing = failing
 
@@ -82,11 +85,16 @@ class Passwords(_Counting):
                 if name is None:
                     raise Denied("unknown token")
                 return Identity(name)
-            if opts.password and self.passwords.get(opts.user) == opts.password:
+            if opts.password and self._password_of(opts.user) == opts.password:
                 return Identity(opts.user)
             raise Denied("bad credentials")
         finally:
             self._leave()
+
+    def _password_of(self, user: str) -> str | None:
+        if self.passwords is None:
+            return f"{user}-pw" if user else None
+        return self.passwords.get(user)
 
 
 class Everyone(_Counting):
@@ -117,12 +125,40 @@ class Never:
         raise AssertionError("the permission builder must not be called")
 
 
+class FixedLookup:
+    """Every lookup returns ``outcome`` (an identity) or raises it (an exception); counts calls.
+
+    ``sync=True`` makes ``lookup`` a plain function (the pipeline takes both).
+    """
+
+    def __init__(self, outcome: Identity | Exception, *, sync: bool = False) -> None:
+        self.outcome = outcome
+        self.calls = 0
+        if sync:
+            self.lookup = self._answer  # type: ignore[method-assign]
+
+    def _answer(self, request: AuthorizationRequest) -> Identity:
+        self.calls += 1
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+    async def lookup(self, request: AuthorizationRequest) -> Identity:
+        return self._answer(request)
+
+    def __repr__(self) -> str:
+        return f"FixedLookup({self.outcome!r})"
+
+
 class FixedGrant:
-    """The same grant for everyone, with ``{user}`` in subjects replaced by the identity's name."""
+    """The same grant for everyone, with ``{user}`` in subjects replaced by the identity's name.
+
+    ``account`` is one account, or identity name -> account (placement by name).
+    """
 
     def __init__(
         self,
-        account: str = "APP",
+        account: str | Mapping[str, str] = "APP",
         *,
         pub: list[str] | None = None,
         sub: list[str] | None = None,
@@ -145,7 +181,8 @@ class FixedGrant:
             extra["pub"] = pub
         if sub is not None:
             extra["sub"] = sub
-        return Grant(account=self.account, **extra)  # type: ignore[arg-type]
+        account = self.account if isinstance(self.account, str) else self.account[identity.name]
+        return Grant(account=account, **extra)  # type: ignore[arg-type]
 
 
 class GrantByName:

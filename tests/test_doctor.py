@@ -24,11 +24,11 @@ from pathlib import Path
 
 import nats
 import pytest
+from callout_env import OperatorWorld as Deployment
 from conftest import TableLookup, TablePermissions
 from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
 from natstools import settle
-from test_real_server_operator_mode import Deployment
 
 from faststream_callout import KeyPair, SigningKeys, XKeyPair, callout_router
 from faststream_callout.core.pipeline import CalloutPipeline

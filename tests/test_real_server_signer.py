@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from callout_env import OperatorWorld as Deployment
 from faststream.nats import NatsBroker
 from faststream.nats.security import NatsCredentials
 from faststream.security import SASLPlaintext
 from natstools import settle
 from realservers import attempt_login, callout_config, start_server, stop_servers, user_info
-from test_real_server_operator_mode import Deployment
 
 from faststream_callout import (
     CalloutPipeline,
