@@ -1,34 +1,42 @@
-"""Real nats-server 2.15 and real nats-py clients logging in through every battery.
+"""Real nats-servers and real nats-py clients logging in through every battery.
 
-One config-mode server serves the static table (argon2id password, token), OIDC
+The batteries run in every environment (callout_env.py: config or operator
+mode, with or without xkey): the static table (argon2id password, token), OIDC
 tokens (as token and as password) and nkeys, composed with ByCredential and
-FirstMatch; a second server with ``tls { verify: true }`` serves client
-certificates. Each allowed login proves nats-server accepted the grant; each
-denial is checked against the reason nats-server publishes on
+FirstMatch. A config-mode server of its own with ``tls { verify: true }``
+serves client certificates. Each allowed login proves nats-server accepted the
+grant; each denial is checked against the reason nats-server publishes on
 ``$SYS.ACCOUNT.CLIENT.AUTH.ERR``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import argon2
 import nats
 import pytest
-from batteries_support import JWKSServer, Pki, Signer, claims, jwks_server, running_service
+from batteries_support import JWKSServer, Pki, Signer, claims, jwks_server
+from callout_env import (
+    CALLOUT_ERROR,
+    AuthErrors,
+    CalloutEnv,
+    auth_errors,
+    client_name,
+    config_server,
+    environments,
+    login,
+    refused,
+    run_in,
+    user_info,
+)
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from natstools import settle
 
-from faststream_callout import CalloutPipeline, Identity, KeyPair, ResponsePermission, SigningKeys
+from faststream_callout import CalloutPipeline, Identity, KeyPair, ResponsePermission
 from faststream_callout.batteries import (
     ByCredential,
     FirstMatch,
@@ -39,11 +47,8 @@ from faststream_callout.batteries import (
 from faststream_callout.batteries.oidc import OIDCLookup
 from faststream_callout.batteries.table import StaticTable, TableToken, TableUser, new_token
 from faststream_callout.batteries.tls import ClientCertificateLookup
-from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.testing import CalloutDeployment, can_publish, settle
 
-AUTH_VIOLATION = "Authorization Violation"
-PERMISSIONS_VIOLATION = "Permissions Violation"
-AUTH_ERRORS = "$SYS.ACCOUNT.CLIENT.AUTH.ERR"
 USER_INFO = "$SYS.REQ.USER.INFO"
 
 ALICE_PASSWORD = "alice-" + secrets.token_urlsafe(12)
@@ -70,57 +75,6 @@ def permissions() -> RoleBasedPermissions:
     )
 
 
-class Recorder:
-    """An ``error_cb`` that keeps the errors (nats-py lower-cases server errors)."""
-
-    def __init__(self) -> None:
-        self.errors: list[Exception] = []
-        self._changed = asyncio.Condition()
-
-    async def on_error(self, exc: Exception) -> None:
-        async with self._changed:
-            self.errors.append(exc)
-            self._changed.notify_all()
-
-    async def wait_for(self, text: str, within: float = 2) -> bool:
-        def seen() -> bool:
-            return any(text.lower() in str(e).lower() for e in self.errors)
-
-        async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait_for(seen), within)
-            return seen()
-
-
-async def login(url: str, recorder: Recorder | None = None, **options: Any) -> Client:
-    return await nats.connect(
-        url,
-        allow_reconnect=False,
-        max_reconnect_attempts=0,
-        connect_timeout=3,
-        error_cb=(recorder or Recorder()).on_error,
-        **options,
-    )
-
-
-async def _login_and_close(url: str, **options: Any) -> None:
-    nc = await login(url, **options)
-    await nc.close()
-
-
-async def refused(url: str, **options: Any) -> None:
-    with pytest.raises(NatsError, match=AUTH_VIOLATION):
-        await _login_and_close(url, **options)
-
-
-async def user_info(nc: Client) -> dict[str, Any]:
-    reply = await nc.request(USER_INFO, b"", timeout=2)
-    body = json.loads(reply.data)
-    assert "error" not in body, body
-    data: dict[str, Any] = body["data"]
-    return data
-
-
 async def round_trip(nc: Client, subject: str) -> bool:
     sub = await nc.subscribe(subject)
     await settle(nc)
@@ -134,53 +88,14 @@ async def round_trip(nc: Client, subject: str) -> bool:
     return msg.data == b"ping"
 
 
-class AuthErrors:
-    """Reasons nats-server publishes for refused logins, by client name."""
-
-    def __init__(self) -> None:
-        self.by_name: dict[str, str] = {}
-        self._arrived = asyncio.Condition()
-
-    async def on_message(self, msg: Msg) -> None:
-        event = json.loads(msg.data)
-        async with self._arrived:
-            self.by_name[event["client"].get("name", "")] = event["reason"]
-            self._arrived.notify_all()
-
-    async def reason(self, name: str, within: float = 2) -> str:
-        async with self._arrived:
-            await asyncio.wait_for(self._arrived.wait_for(lambda: name in self.by_name), within)
-            return self.by_name[name]
-
-
-@contextlib.asynccontextmanager
-async def auth_errors(
-    url: str, config: CalloutServerConfig, **options: Any
-) -> AsyncIterator[AuthErrors]:
-    events = AuthErrors()
-    nc = await login(url, user=config.auth_user, password=config.auth_password, **options)
-    await nc.subscribe(AUTH_ERRORS, cb=events.on_message)
-    await settle(nc)
-    try:
-        yield events
-    finally:
-        await nc.close()
-
-
-# -- the plain server: table, OIDC, nkey ---------------------------------------------------
+# -- table, OIDC, nkey in every environment ------------------------------------------------
 
 
 @dataclass
-class Deployment:
-    server: LocalNatsServer
-    config: CalloutServerConfig
+class Batteries:
+    callout: CalloutDeployment
     idp: JWKSServer
     signer: Signer
-    errors: AuthErrors
-
-    @property
-    def url(self) -> str:
-        return self.server.url
 
 
 @pytest.fixture(scope="module")
@@ -191,14 +106,7 @@ def idp() -> Iterator[tuple[JWKSServer, Signer]]:
 
 
 @pytest.fixture(scope="module")
-async def deployment(idp) -> AsyncIterator[Deployment]:
-    issuer = KeyPair.create_account()
-    config = CalloutServerConfig(issuer=issuer.public_key, accounts={"APP": {}})
-    # A placeholder nkey user (its seed is thrown away) makes nats-server send a nonce.
-    text = config.render()
-    marker = f'"{config.callout_account}": {{ users: [ '
-    assert marker in text
-    text = text.replace(marker, marker + f"{{ nkey: {KeyPair.create_user().public_key} }}, ")
+async def batteries(callout_env: CalloutEnv, idp) -> AsyncIterator[Batteries]:
     jwks, signer = idp
     table = StaticTable(
         [TableUser("alice", argon2.PasswordHasher().hash(ALICE_PASSWORD), frozenset({"chat"}))],
@@ -215,109 +123,87 @@ async def deployment(idp) -> AsyncIterator[Deployment]:
     lookup = ByCredential(
         password=FirstMatch(table, oidc), token=FirstMatch(table, oidc), nkey=nkeys
     )
-    pipeline = CalloutPipeline(SigningKeys(issuer), lookup, permissions())
-    with LocalNatsServer(text, port=config.port) as server:
-        async with (
-            running_service(server.url, config.auth_user, config.auth_password, pipeline),
-            auth_errors(server.url, config) as errors,
-        ):
-            yield Deployment(server, config, jwks, signer, errors)
-        assert server.is_running(), server.log()[-2000:]
+    async with callout_env.serve(lookup, permissions()) as callout:
+        yield Batteries(callout, jwks, signer)
     table.close()
 
 
-async def test_table_argon2id_password(deployment):
-    recorder = Recorder()
-    nc = await login(deployment.url, recorder, user="alice", password=ALICE_PASSWORD)
-    try:
+async def test_table_argon2id_password(batteries: Batteries) -> None:
+    async with batteries.callout.connect(user="alice", password=ALICE_PASSWORD) as nc:
         info = await user_info(nc)
-        assert (info["user"], info["account"]) == ("alice", "APP")
+        assert info["user"] == "alice"
+        assert await batteries.callout.account_of(nc) == "APP"
         assert sorted(info["permissions"]["publish"]["allow"]) == sorted(
             ["chat.alice.>", "svc.echo", USER_INFO]
         )
         assert 590 < info["expires"] / 1e9 <= 600  # the default TTL: no grant lives forever
         assert await round_trip(nc, "chat.alice.room")
-        await nc.publish("chat.bob.room", b"not mine")
-        assert await recorder.wait_for(PERMISSIONS_VIOLATION)
-    finally:
-        await nc.close()
+        assert not await can_publish(nc, "chat.bob.room")
 
 
-async def test_table_wrong_password_and_unknown_user(deployment):
-    name = f"wrong-{secrets.token_hex(3)}"
-    await refused(deployment.url, user="alice", password="wrong", name=name)
-    reason = await deployment.errors.reason(name)
-    assert reason == "Auth callout service returned an error: wrong password"
-    name = f"nobody-{secrets.token_hex(3)}"
-    await refused(deployment.url, user="nobody", password="wrong", name=name)
-    assert "unknown user" in await deployment.errors.reason(name)
+async def test_table_wrong_password_and_unknown_user(batteries: Batteries) -> None:
+    refusal = await batteries.callout.expect_denied(user="alice", password="wrong")
+    assert refusal.reason == CALLOUT_ERROR + "wrong password"
+    refusal = await batteries.callout.expect_denied(user="nobody", password="wrong")
+    assert "unknown user" in refusal.reason
 
 
-async def test_table_token(deployment):
-    nc = await login(deployment.url, token=SENSOR_TOKEN)
-    try:
+async def test_table_token(batteries: Batteries) -> None:
+    async with batteries.callout.connect(token=SENSOR_TOKEN) as nc:
         info = await user_info(nc)
-        assert (info["user"], info["account"]) == ("sensor-1", "APP")
+        assert info["user"] == "sensor-1"
+        assert await batteries.callout.account_of(nc) == "APP"
         assert sorted(info["permissions"]["publish"]["allow"]) == sorted(
             ["telemetry.sensor-1", USER_INFO]
         )
-    finally:
-        await nc.close()
-    await refused(deployment.url, token=SENSOR_TOKEN[:-1] + "x")
+    await batteries.callout.expect_denied(token=SENSOR_TOKEN[:-1] + "x")
 
 
-async def test_roles_without_pub_publish_nothing_but_replies(deployment):
-    responder_errors, reader_errors = Recorder(), Recorder()
-    responder = await login(deployment.url, responder_errors, token=RESPONDER_TOKEN)
-    reader = await login(deployment.url, reader_errors, token=READER_TOKEN)
-    alice = await login(deployment.url, user="alice", password=ALICE_PASSWORD)
-
+async def test_roles_without_pub_publish_nothing_but_replies(batteries: Batteries) -> None:
     async def echo(msg: Msg) -> None:
         await msg.respond(b"echo:" + msg.data)
 
-    try:
+    callout = batteries.callout
+    async with (
+        callout.connect(token=RESPONDER_TOKEN) as responder,
+        callout.connect(token=READER_TOKEN) as reader,
+        callout.connect(user="alice", password=ALICE_PASSWORD) as alice,
+    ):
         await responder.subscribe("svc.echo", cb=echo)
         await settle(responder)
         reply = await alice.request("svc.echo", b"hi", timeout=2)
         assert reply.data == b"echo:hi"  # the reply was allowed
-        await responder.publish("chat.responder.x", b"no")
-        assert await responder_errors.wait_for(PERMISSIONS_VIOLATION)
+        assert not await can_publish(responder, "chat.responder.x")
         # A role with subscriptions only: everything it publishes is refused,
         # not left to the account's (open) defaults.
         sub = await reader.subscribe("chat.>")
         await settle(reader)
         await alice.publish("chat.alice.news", b"x")
         assert (await sub.next_msg(timeout=2)).data == b"x"
-        await reader.publish("chat.reader.x", b"no")
-        assert await reader_errors.wait_for(PERMISSIONS_VIOLATION)
-    finally:
-        for nc in (responder, reader, alice):
-            await nc.close()
+        assert not await can_publish(reader, "chat.reader.x")
 
 
 @pytest.mark.parametrize("how", ["token", "password"])
-async def test_oidc_token(deployment, how):
-    body = claims(deployment.idp.base, lifetime=120, sub="olivia", groups=["chat"])
-    token = deployment.signer.token(body)
+async def test_oidc_token(batteries: Batteries, how: str) -> None:
+    body = claims(batteries.idp.base, lifetime=120, sub="olivia", groups=["chat"])
+    token = batteries.signer.token(body)
     credentials = {"token": token} if how == "token" else {"user": "bearer", "password": token}
-    nc = await login(deployment.url, **credentials)
-    try:
+    async with batteries.callout.connect(**credentials) as nc:
         info = await user_info(nc)
-        assert (info["user"], info["account"]) == ("olivia", "APP")
+        assert info["user"] == "olivia"
+        assert await batteries.callout.account_of(nc) == "APP"
         # The grant ends with the token (in ns), not after the 600 s default TTL.
         assert info["expires"] / 1e9 == pytest.approx(body["exp"] - time.time(), abs=3)
         assert await round_trip(nc, "chat.olivia.x")
-    finally:
-        await nc.close()
 
 
-async def test_oidc_bad_tokens(deployment):
-    base = deployment.idp.base
+async def test_oidc_bad_tokens(batteries: Batteries) -> None:
+    base, signer = batteries.idp.base, batteries.signer
     cases = {
-        "expired": deployment.signer.token(claims(base, lifetime=-60, groups=["chat"])),
-        "audience": deployment.signer.token(claims(base, audience="other", groups=["chat"])),
+        "expired": signer.token(claims(base, lifetime=-60, groups=["chat"])),
+        "audience": signer.token(claims(base, audience="other", groups=["chat"])),
         "wrong-key": Signer("RSA", "rsa-real").token(claims(base, groups=["chat"])),
-        "unsafe-name": deployment.signer.token(claims(base, sub="a.>", groups=["chat"])),
+        "unsafe-name": signer.token(claims(base, sub="a.>", groups=["chat"])),
     }
     expected = {
         "expired": "token expired",
@@ -326,24 +212,22 @@ async def test_oidc_bad_tokens(deployment):
         "unsafe-name": "identity attribute 'user' is not safe in a subject",
     }
     for case, token in cases.items():
-        name = f"{case}-{secrets.token_hex(3)}"
-        await refused(deployment.url, token=token, name=name)
-        assert (await deployment.errors.reason(name)).endswith(expected[case])
+        refusal = await batteries.callout.expect_denied(token=token)
+        assert refusal.reason.endswith(expected[case]), (case, refusal.reason)
 
 
-async def test_nkey(deployment):
-    nc = await login(deployment.url, nkeys_seed_str=SENSOR_KEY.seed)
-    try:
-        info = await user_info(nc)
-        assert (info["user"], info["account"]) == ("sensor-2", "APP")
-    finally:
-        await nc.close()
-    name = f"stranger-{secrets.token_hex(3)}"
-    await refused(deployment.url, nkeys_seed_str=KeyPair.create_user().seed, name=name)
-    assert (await deployment.errors.reason(name)).endswith("unknown nkey")
+# A client signs the server's nonce with its nkey. Operator mode always sends one;
+# config mode only when nkey users are configured, which LocalCalloutServer does not do.
+@run_in(*environments(mode="operator"))
+async def test_nkey(batteries: Batteries) -> None:
+    async with batteries.callout.connect(nkey_seed=SENSOR_KEY.seed) as nc:
+        assert (await user_info(nc))["user"] == "sensor-2"
+        assert await batteries.callout.account_of(nc) == "APP"
+    refusal = await batteries.callout.expect_denied(nkey_seed=KeyPair.create_user().seed)
+    assert refusal.reason.endswith("unknown nkey")
 
 
-# -- the TLS server: client certificates ---------------------------------------------------
+# -- a TLS server of its own: client certificates ----------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -353,21 +237,16 @@ def pki(tmp_path_factory) -> Pki:
 
 @pytest.fixture(scope="module")
 async def tls_deployment(pki) -> AsyncIterator[tuple[str, Pki, AuthErrors]]:
-    issuer = KeyPair.create_account()
     server_cert, server_key, _ = pki.issue("server", "localhost", server=True)
     service_cert, service_key, _ = pki.issue("service", "callout-service")
-    config = CalloutServerConfig(
-        issuer=issuer.public_key,
-        accounts={"APP": {}},
-        extra=(
-            "tls {\n"
-            f'  cert_file: "{server_cert}"\n'
-            f'  key_file: "{server_key}"\n'
-            f'  ca_file: "{pki.ca_path}"\n'
-            "  verify: true\n"
-            "  timeout: 2\n"
-            "}\n"
-        ),
+    tls_block = (
+        "tls {\n"
+        f'  cert_file: "{server_cert}"\n'
+        f'  key_file: "{server_key}"\n'
+        f'  ca_file: "{pki.ca_path}"\n'
+        "  verify: true\n"
+        "  timeout: 2\n"
+        "}\n"
     )
     lookup = FirstMatch(
         ClientCertificateLookup(
@@ -378,19 +257,17 @@ async def tls_deployment(pki) -> AsyncIterator[tuple[str, Pki, AuthErrors]]:
             issuer="CN=Battery Test CA",
         )
     )
-    pipeline = CalloutPipeline(SigningKeys(issuer), lookup, permissions())
     service_tls = pki.client_context(service_cert, service_key)
-    url = f"tls://127.0.0.1:{config.port}"
-    with LocalNatsServer(config.render(), port=config.port) as server:
+    with config_server(scheme="tls", accounts={"APP": {}}, extra=tls_block) as server:
+        pipeline = CalloutPipeline(server.keys, lookup, permissions())
         async with (
-            running_service(url, config.auth_user, config.auth_password, pipeline, tls=service_tls),
-            auth_errors(url, config, tls=service_tls) as errors,
+            server.serve(pipeline, tls=service_tls),
+            auth_errors(server.url, tls=service_tls, **server.service_login) as errors,
         ):
-            yield url, pki, errors
-        assert server.is_running(), server.log()[-2000:]
+            yield server.url, pki, errors
 
 
-async def test_tls_client_certificate(tls_deployment):
+async def test_tls_client_certificate(tls_deployment) -> None:
     url, pki, _ = tls_deployment
     cert, key, _ = pki.issue("alice-client", "alice")
     nc = await login(url, tls=pki.client_context(cert, key))
@@ -402,9 +279,9 @@ async def test_tls_client_certificate(tls_deployment):
         await nc.close()
 
 
-async def test_tls_unknown_certificate_is_refused(tls_deployment):
+async def test_tls_unknown_certificate_is_refused(tls_deployment) -> None:
     url, pki, errors = tls_deployment
     cert, key, _ = pki.issue("eve-client", "eve")
-    name = f"eve-{secrets.token_hex(3)}"
+    name = client_name("eve")
     await refused(url, tls=pki.client_context(cert, key), name=name)
     assert (await errors.reason(name)).endswith("certificate name is not a known user")
