@@ -12,12 +12,11 @@ import asyncio
 import base64
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable
 from typing import Any
 
-import nats
 import pytest
-from batteries_support import running_service
+from callout_env import CONFIG, CalloutEnv, run_in
 from nats.aio.client import Client
 
 from faststream_callout import (
@@ -40,7 +39,6 @@ from faststream_callout.integration.cache import (
 )
 from faststream_callout.protocol.claims import AuthorizationRequest, ClientTLS
 from faststream_callout.testing import FakeServer
-from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 
 PASSWORD = "pw-" + secrets.token_urlsafe(12)  # made at run time, searched for in reprs
 OTHER_PASSWORD = "pw-" + secrets.token_urlsafe(12)
@@ -669,68 +667,31 @@ async def test_with_policy_provider_and_no_pipeline_changes(fake, server_keys):
 STORM = 60
 
 
-@pytest.fixture
-async def callout_server(
-    server_keys: SigningKeys,
-) -> AsyncIterator[tuple[LocalNatsServer, CalloutServerConfig]]:
-    config = CalloutServerConfig(issuer=server_keys.callout_account, accounts={"APP": {}})
-    server = LocalNatsServer(config.render(), port=config.port).start()
-    process = server.process
-    assert process is not None
-    try:
-        assert server.is_running(), server.log()[-2000:]
-        yield server, config
-        assert server.is_running(), f"nats-server died:\n{server.log()[-2000:]}"
-    finally:
-        server.close()  # by PID
-        assert process.poll() is not None, f"nats-server pid {process.pid} still running"
-
-
-async def quiet(_: Exception) -> None:
-    """nats-py prints every refusal without an error callback."""
-
-
-async def test_real_server_storm_of_identical_logins(callout_server, server_keys):
-    server, config = callout_server
+@run_in(CONFIG)
+async def test_real_server_storm_of_identical_logins(callout_env: CalloutEnv) -> None:
     lookup = Lookup(delay=0.2)  # a slow user store: the storm arrives while it looks
     permissions = Permissions()
     cache = DecisionCache(lookup, permissions)
-    pipeline = CalloutPipeline(server_keys, cache, cache)
 
-    async def connect(n: int) -> Client:
-        return await nats.connect(
-            server.url,
-            user="alice",
-            password=PASSWORD,
-            name=f"device-{n}",
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            connect_timeout=5,
-            error_cb=quiet,
-        )
+    async with callout_env.serve(cache, cache) as callout:
 
-    async with running_service(server.url, config.auth_user, config.auth_password, pipeline):
+        def connect(n: int) -> Awaitable[Client]:
+            return callout.connect(
+                user="alice", password=PASSWORD, name=f"device-{n}", connect_timeout=5
+            )
+
         clients = await asyncio.gather(*(connect(n) for n in range(STORM)))
         try:
             assert all(c.is_connected for c in clients)
             # Each got a grant nats-server enforces: may publish only under chat.alice.
-            info = json.loads((await clients[0].request("$SYS.REQ.USER.INFO", b"", timeout=2)).data)
+            info = json.loads((await clients[0].request(USER_INFO, b"", timeout=2)).data)
             assert info["data"]["user"] == "alice", info
         finally:
             await asyncio.gather(*(c.close() for c in clients))
         # A second wave (the reconnect after a restart) is answered from the cache.
         second = await asyncio.gather(*(connect(n) for n in range(STORM)))
         await asyncio.gather(*(c.close() for c in second))
-        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-            await nats.connect(
-                server.url,
-                user="alice",
-                password=OTHER_PASSWORD,
-                allow_reconnect=False,
-                max_reconnect_attempts=0,
-                connect_timeout=3,
-                error_cb=quiet,
-            )
+        await callout.expect_denied(user="alice", password=OTHER_PASSWORD)
     print(f"\n{2 * STORM} logins, {lookup.calls} lookups; {cache.stats}")
     assert (
         lookup.calls <= 5 + 1

@@ -10,31 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
-from faststream.nats import NatsBroker
-from faststream.nats.security import NatsCredentials
-from faststream.security import SASLPlaintext
-from nats.aio.client import Client
+from callout_env import ConfigServer, OperatorWorld, config_server, nats_server
+from callout_env import login as connect
+from nats.aio.client import Client, RawCredentials
 from nats.errors import Error as NatsError
-from natstools import settle
+from policies import GrantByName, Passwords
 
-from faststream_callout import (
-    CalloutPipeline,
-    Denied,
-    Grant,
-    Identity,
-    KeyPair,
-    Permission,
-    SigningKeys,
-    callout_router,
-)
+from faststream_callout import CalloutPipeline, Grant, KeyPair, Permission, SigningKeys
 from faststream_callout.core.errors import ConfigurationError, InvalidJWTError
 from faststream_callout.core.pipeline import Decision, Outcome
 from faststream_callout.integration.sessions import (
@@ -47,55 +34,26 @@ from faststream_callout.integration.sessions import (
     revoke_users,
     with_revocations,
 )
-from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.protocol.operator import (
     ExternalAuthorization,
     account_jwt,
-    creds,
     decode_account_jwt,
-    operator_jwt,
-    user_jwt,
 )
-from faststream_callout.testing import FakeServer
-from faststream_callout.testing.local_server import (
-    SYSTEM_USER,
-    CalloutServerConfig,
-    LocalNatsServer,
-    OperatorServerConfig,
-)
+from faststream_callout.testing import FakeServer, LocalNatsServer, settle
 
 AUTH_VIOLATION = "authorization violation"
-DENY_ALL = Permission(deny=[">"])
 
 
-class Lookup:
-    """Password ``<name>-pw``; ``boom`` fails unexpectedly."""
+def permissions(account: str = "APP") -> GrantByName:
+    """Everyone into ``account`` for 60 s; ``forever`` without expiry; ``ghost`` into an
+    account the server lacks."""
 
-    def lookup(self, request: AuthorizationRequest) -> Identity:
-        opts = request.connect_opts
-        if opts.user == "boom":
-            raise RuntimeError("database is down")
-        if opts.user and opts.password == f"{opts.user}-pw":
-            return Identity(opts.user)
-        raise Denied("bad credentials")
+    def grant(to: str, ttl: float | None = 60) -> Grant:
+        return Grant(account=to, pub=Permission(allow=[">"]), sub=Permission(allow=[">"]), ttl=ttl)
 
-
-@dataclass
-class Permissions:
-    """Everyone into ``account`` for ``ttl`` seconds; ``ghost`` into an account the server lacks."""
-
-    account: str = "APP"
-    ttl: float | None = 60
-
-    def build(self, identity: Identity, request: AuthorizationRequest) -> Grant:
-        account = "NOWHERE" if identity.name == "ghost" else self.account
-        ttl = None if identity.name == "forever" else self.ttl
-        return Grant(
-            account=account,
-            pub=Permission(allow=[">"]),
-            sub=Permission(allow=[">"]),
-            ttl=ttl,
-        )
+    return GrantByName(
+        {"ghost": grant("NOWHERE"), "forever": grant(account, ttl=None)}, default=grant(account)
+    )
 
 
 class Clock:
@@ -135,8 +93,8 @@ def unit() -> Unit:
     revocations = RevocationList(clock=clock)
     pipeline = CalloutPipeline(
         SigningKeys(issuer),
-        revocations.guard(Lookup()),
-        Permissions(),
+        revocations.guard(Passwords()),  # <name>-pw; boom: the lookup fails
+        permissions(),
         observers=[registry],
         clock=clock,
     )
@@ -361,10 +319,6 @@ async def test_kick_checks_its_arguments_before_sending() -> None:
 # -- config mode, real nats-server ------------------------------------------------
 
 
-async def _ignore(_: Exception) -> None:
-    return None
-
-
 @dataclass
 class Watched:
     """A nats-py client whose disconnection we can wait for."""
@@ -376,26 +330,15 @@ class Watched:
         await asyncio.wait_for(self.closed.wait(), within)
 
 
-async def connect(url: str, **options: Any) -> Watched:
+async def login(url: str, user: str) -> Watched:
+    """Log ``user`` in with the password ``<user>-pw``."""
     closed = asyncio.Event()
 
     async def on_closed() -> None:
         closed.set()
 
-    nc = await nats.connect(
-        url,
-        allow_reconnect=False,
-        max_reconnect_attempts=0,
-        connect_timeout=3,
-        error_cb=_ignore,
-        closed_cb=on_closed,
-        **options,
-    )
+    nc = await connect(url, user=user, password=f"{user}-pw", closed_cb=on_closed)
     return Watched(nc, closed)
-
-
-async def login(url: str, user: str) -> Watched:
-    return await connect(url, user=user, password=f"{user}-pw")
 
 
 async def eventually(condition: Any, within: float = 3) -> None:
@@ -412,7 +355,7 @@ def server_id_of(client: Watched) -> str:
 
 @dataclass
 class ConfigDeployment:
-    server: LocalNatsServer
+    server: ConfigServer
     registry: SessionRegistry
     revocations: RevocationList
     system: Client
@@ -420,53 +363,26 @@ class ConfigDeployment:
 
 
 @pytest.fixture(scope="module")
-def config_server() -> Iterator[tuple[LocalNatsServer, CalloutServerConfig, KeyPair]]:
-    issuer = KeyPair.create_account()
-    config = CalloutServerConfig(issuer=issuer.public_key, accounts={"APP": {}}, timeout=1)
-    server = LocalNatsServer(config.render(), port=config.port).start()
-    process = server.process
-    assert process is not None
-    assert server.is_running(), server.log()[-2000:]
-    try:
-        yield server, config, issuer
-    finally:
-        server.close()
-        assert process.poll() is not None, f"nats-server pid {process.pid} still running"
-
-
-@pytest.fixture(scope="module")
-async def config_mode(
-    config_server: tuple[LocalNatsServer, CalloutServerConfig, KeyPair],
-) -> AsyncIterator[ConfigDeployment]:
-    server, config, issuer = config_server
-    registry = SessionRegistry()
-    revocations = RevocationList()
-    decisions: list[Decision] = []
-    pipeline = CalloutPipeline(
-        SigningKeys(issuer),
-        revocations.guard(Lookup()),
-        Permissions(),
-        observers=[registry, decisions.append],
-    )
-    broker = NatsBroker(
-        server.url,
-        security=SASLPlaintext(username=config.auth_user, password=config.auth_password),
-        logger=None,
-    )
-    broker.include_router(callout_router(pipeline))
-    await broker.start()
-    await settle(broker.connection)
-    # The system account's admin is an auth_users entry: it bypasses the callout.
-    system = await nats.connect(
-        server.url, user=SYSTEM_USER, password=config.system_password, error_cb=_ignore
-    )
-    await registry.follow(system)
-    try:
-        yield ConfigDeployment(server, registry, revocations, system, decisions)
-        assert server.is_running(), server.log()[-2000:]
-    finally:
-        await system.close()
-        await broker.stop()
+async def config_mode() -> AsyncIterator[ConfigDeployment]:
+    # A config of its own: the system account's admin (in auth_users, so it bypasses
+    # the callout) follows connections and kicks them.
+    with config_server(accounts={"APP": {}}, timeout=1) as server:
+        registry = SessionRegistry()
+        revocations = RevocationList()
+        decisions: list[Decision] = []
+        pipeline = CalloutPipeline(
+            server.keys,
+            revocations.guard(Passwords()),
+            permissions(),
+            observers=[registry, decisions.append],
+        )
+        async with server.serve(pipeline):
+            system = await connect(server.url, **server.system_login)
+            try:
+                await registry.follow(system)
+                yield ConfigDeployment(server, registry, revocations, system, decisions)
+            finally:
+                await system.close()
 
 
 async def test_login_is_recorded_with_the_servers_ids(config_mode: ConfigDeployment) -> None:
@@ -588,33 +504,14 @@ class OperatorDeployment:
 
 @pytest.fixture(scope="module")
 async def operator_mode() -> AsyncIterator[OperatorDeployment]:
-    operator = KeyPair.create_operator()
-    system_account, callout, app = (KeyPair.create_account() for _ in range(3))
-    service_user, system_user = KeyPair.create_user(), KeyPair.create_user()
-    authorization = ExternalAuthorization(
-        auth_users=[service_user.public_key], allowed_accounts=[app.public_key]
-    )
-    jwts = {
-        system_account.public_key: account_jwt(system_account.public_key, operator, name="SYS"),
-        callout.public_key: account_jwt(
-            callout.public_key, operator, name="AUTH", authorization=authorization
-        ),
-        app.public_key: account_jwt(app.public_key, operator, name="APP"),
-    }
-    sentinel = user_jwt(
-        KeyPair.create_user().public_key, callout, bearer_token=True, pub=DENY_ALL, sub=DENY_ALL
-    )
-    config = OperatorServerConfig(
-        operator_jwt=operator_jwt(operator, system_account=system_account.public_key),
-        system_account=system_account.public_key,
-        account_jwts=jwts,
-        default_sentinel=sentinel,
-    )
+    world = OperatorWorld.generate(with_xkey=False)
+    config = world.server_config()
+    app = world.app
     registry, revocations = SessionRegistry(), RevocationList()
     pipeline = CalloutPipeline(
-        SigningKeys.operator(callout, accounts={app.public_key: app}),
-        revocations.guard(Lookup()),
-        Permissions(account=app.public_key),
+        world.signing_keys(),
+        revocations.guard(Passwords()),
+        permissions(account=app.public_key),
         observers=[registry],
     )
     events: list[dict[str, Any]] = []
@@ -622,40 +519,29 @@ async def operator_mode() -> AsyncIterator[OperatorDeployment]:
     async def on_disconnect(msg: Any) -> None:
         events.append(json.loads(msg.data))
 
-    with (
-        LocalNatsServer(config.render(), port=config.port) as server,
-        tempfile.TemporaryDirectory() as directory,
-    ):
-        process = server.process
-        assert process is not None
-        service_creds, system_creds = Path(directory, "service.creds"), Path(directory, "sys.creds")
-        for path, user, account, name in (
-            (service_creds, service_user, callout, "auth-service"),
-            (system_creds, system_user, system_account, "sys"),
-        ):
-            path.touch(mode=0o600)
-            path.write_text(creds(user_jwt(user.public_key, account, name=name), user))
-        broker = NatsBroker(
-            server.url, security=NatsCredentials(credentials=str(service_creds)), logger=None
-        )
-        broker.include_router(callout_router(pipeline))
-        await broker.start()
-        await settle(broker.connection)
-        system = await nats.connect(
-            server.url, user_credentials=str(system_creds), error_cb=_ignore
-        )
-        await registry.follow(system)
-        await system.subscribe(f"$SYS.ACCOUNT.{app.public_key}.DISCONNECT", cb=on_disconnect)
-        await settle(system)
-        try:
-            yield OperatorDeployment(
-                server, operator, app, jwts, registry, revocations, system, events
+    with nats_server(config) as server:
+        async with world.serve(server.url, pipeline):
+            system = await connect(
+                server.url, user_credentials=RawCredentials(world.system_creds())
             )
-            assert server.is_running(), server.log()[-2000:]
-        finally:
-            await system.close()
-            await broker.stop()
-    assert process.poll() is not None
+            try:
+                await registry.follow(system)
+                await system.subscribe(
+                    f"$SYS.ACCOUNT.{app.public_key}.DISCONNECT", cb=on_disconnect
+                )
+                await settle(system)
+                yield OperatorDeployment(
+                    server,
+                    world.operator,
+                    app,
+                    dict(config.account_jwts),
+                    registry,
+                    revocations,
+                    system,
+                    events,
+                )
+            finally:
+                await system.close()
 
 
 async def test_revoke_user_makes_the_server_drop_the_connection(
