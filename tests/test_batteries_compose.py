@@ -7,6 +7,7 @@ import secrets
 
 import pytest
 from batteries_support import make_request
+from policies import FixedLookup
 
 from faststream_callout import (
     CalloutPipeline,
@@ -30,63 +31,40 @@ from faststream_callout.batteries.nkey import decode_signature
 from faststream_callout.protocol.claims import ClientTLS
 from faststream_callout.testing import FakeServer
 
-
-class Fixed:
-    """A lookup that returns, passes or denies as told, and counts its calls."""
-
-    def __init__(self, outcome: Identity | Exception, *, sync: bool = False) -> None:
-        self.outcome = outcome
-        self.calls = 0
-        if sync:
-            self.lookup = self._sync  # type: ignore[method-assign]
-
-    def _sync(self, request):
-        self.calls += 1
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return self.outcome
-
-    async def lookup(self, request):
-        return self._sync(request)
-
-    def __repr__(self) -> str:
-        return f"Fixed({self.outcome!r})"
-
-
 # -- FirstMatch -------------------------------------------------------------------------
 
 
 async def test_first_match_passes_on_not_applicable():
-    first = Fixed(NotApplicable("not mine"))
-    second = Fixed(Identity("bob"), sync=True)
-    third = Fixed(Identity("never"))
+    first = FixedLookup(NotApplicable("not mine"))
+    second = FixedLookup(Identity("bob"), sync=True)
+    third = FixedLookup(Identity("never"))
     identity = await FirstMatch(first, second, third).lookup(make_request(user="bob"))
     assert identity.name == "bob"
     assert (first.calls, second.calls, third.calls) == (1, 1, 0)
 
 
 async def test_first_match_stops_at_a_definite_denial():
-    later = Fixed(Identity("x"))
+    later = FixedLookup(Identity("x"))
     with pytest.raises(Denied) as caught:
-        await FirstMatch(Fixed(Denied("wrong password")), later).lookup(make_request())
+        await FirstMatch(FixedLookup(Denied("wrong password")), later).lookup(make_request())
     assert caught.value.reason == "wrong password"
     assert not isinstance(caught.value, NotApplicable)
     assert later.calls == 0
 
 
 async def test_first_match_propagates_failures():
-    later = Fixed(Identity("x"))
+    later = FixedLookup(Identity("x"))
     with pytest.raises(RuntimeError):
-        await FirstMatch(Fixed(RuntimeError("db down")), later).lookup(make_request())
+        await FirstMatch(FixedLookup(RuntimeError("db down")), later).lookup(make_request())
     assert later.calls == 0
 
 
 async def test_first_match_all_pass_is_not_applicable_and_nests():
-    inner = FirstMatch(Fixed(NotApplicable("a")), Fixed(NotApplicable("b")))
+    inner = FirstMatch(FixedLookup(NotApplicable("a")), FixedLookup(NotApplicable("b")))
     with pytest.raises(NotApplicable) as caught:
         await inner.lookup(make_request())
     assert caught.value.reason == "no lookup accepted the credentials: a; b"
-    outer = FirstMatch(inner, Fixed(Identity("c")))
+    outer = FirstMatch(inner, FixedLookup(Identity("c")))
     assert (await outer.lookup(make_request())).name == "c"
 
 
@@ -96,14 +74,14 @@ def test_first_match_checks_its_arguments():
     with pytest.raises(TypeError):
         FirstMatch(object())  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        FirstMatch(Fixed)  # type: ignore[arg-type]
+        FirstMatch(FixedLookup)  # type: ignore[arg-type]
 
 
 def test_composites_are_identity_lookups_for_dishka():
-    lookup = FirstMatch(Fixed(Identity("a")))
+    lookup = FirstMatch(FixedLookup(Identity("a")))
     PolicyProvider(lookup=lookup)
     PolicyProvider(lookup=ByCredential(password=lookup))
-    assert "FirstMatch(Fixed(" in repr(lookup)
+    assert "FirstMatch(FixedLookup(" in repr(lookup)
 
 
 # -- ByCredential -----------------------------------------------------------------------
@@ -131,7 +109,7 @@ def test_presented_credentials(options, expected):
 
 
 async def test_by_credential_chooses_by_what_was_sent():
-    table, oidc, nkeys, certs = (Fixed(Identity(n)) for n in ("table", "oidc", "nkey", "tls"))
+    table, oidc, nkeys, certs = (FixedLookup(Identity(n)) for n in ("table", "oidc", "nkey", "tls"))
     chooser = ByCredential(password=table, token=oidc, nkey=nkeys, tls=certs)
     assert (await chooser.lookup(make_request(user="a", password="b"))).name == "table"
     assert (await chooser.lookup(make_request(token="t"))).name == "oidc"
@@ -145,7 +123,7 @@ async def test_by_credential_chooses_by_what_was_sent():
 
 
 async def test_by_credential_skips_kinds_without_a_lookup_and_denies_the_rest():
-    chooser = ByCredential(token=Fixed(Identity("t")))
+    chooser = ByCredential(token=FixedLookup(Identity("t")))
     assert (await chooser.lookup(make_request(token="x", user="u"))).name == "t"
     with pytest.raises(NotApplicable, match=r"no credentials of a supported kind \(token\)"):
         await chooser.lookup(make_request(user="u", password="p"))
@@ -153,7 +131,7 @@ async def test_by_credential_skips_kinds_without_a_lookup_and_denies_the_rest():
 
 async def test_by_credential_answer_is_final():
     with pytest.raises(NotApplicable, match="unknown user"):
-        await ByCredential(password=Fixed(NotApplicable("unknown user"))).lookup(
+        await ByCredential(password=FixedLookup(NotApplicable("unknown user"))).lookup(
             make_request(user="u")
         )
 
@@ -162,12 +140,12 @@ def test_by_credential_checks_its_arguments():
     with pytest.raises(ValueError, match="at least one"):
         ByCredential()
     with pytest.raises(ValueError, match="distinct"):
-        ByCredential(token=Fixed(Identity("a")), order=("token", "token"))
+        ByCredential(token=FixedLookup(Identity("a")), order=("token", "token"))
     with pytest.raises(ValueError, match="not in order"):
-        ByCredential(token=Fixed(Identity("a")), order=("password",))
+        ByCredential(token=FixedLookup(Identity("a")), order=("password",))
     with pytest.raises(TypeError):
         ByCredential(token="nope")  # type: ignore[arg-type]
-    assert repr(ByCredential(token=Fixed(Identity("a")))).startswith("ByCredential(token=")
+    assert repr(ByCredential(token=FixedLookup(Identity("a")))).startswith("ByCredential(token=")
 
 
 # -- NKeyLookup -------------------------------------------------------------------------

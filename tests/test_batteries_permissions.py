@@ -9,6 +9,7 @@ import pytest
 from batteries_support import make_request
 from hypothesis import given
 from hypothesis import strategies as st
+from policies import FixedLookup
 
 from faststream_callout import (
     CalloutPipeline,
@@ -340,21 +341,16 @@ async def test_credential_expiry_reaches_the_user_jwt():
     issuer = KeyPair.create_account()
     server = FakeServer.config_mode(issuer.public_key, accounts=["APP"])
     pipeline = CalloutPipeline(
-        SigningKeys(issuer), StaticIdentity(alice(**{EXPIRES_AT: T + 90})), chat(), clock=lambda: T
+        SigningKeys(issuer),
+        FixedLookup(alice(**{EXPIRES_AT: T + 90}), sync=True),
+        chat(),
+        clock=lambda: T,
     )
     minted = server.request(user="alice", now=T)
     verdict = server.check(minted, await pipeline(minted.body), now=T)
     assert verdict.allowed, verdict.reason
     assert verdict.user is not None
     assert verdict.user.exp == int(T + 90)
-
-
-class StaticIdentity:
-    def __init__(self, identity: Identity) -> None:
-        self.identity = identity
-
-    def lookup(self, request):
-        return self.identity
 
 
 # -- conditions -------------------------------------------------------------------------
@@ -582,7 +578,7 @@ PROPERTY_RULES = {
 async def test_any_identity_gets_a_valid_narrow_grant_or_a_denial(name, tenant, mode):
     identity = Identity(name, frozenset({"chat"}), {"tenant": tenant})
     pipeline = CalloutPipeline(
-        SigningKeys(PROPERTY_ISSUER), StaticIdentity(identity), PROPERTY_RULES[mode]
+        SigningKeys(PROPERTY_ISSUER), FixedLookup(identity, sync=True), PROPERTY_RULES[mode]
     )
     minted = PROPERTY_SERVER.request(user="x")
     decision = await pipeline.decide(minted.body)

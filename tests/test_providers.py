@@ -19,6 +19,7 @@ from dishka.exceptions import (
     ImplicitOverrideDetectedError,
     NothingOverriddenError,
 )
+from policies import FixedGrant, FixedLookup
 
 from faststream_callout import (
     CalloutPipeline,
@@ -57,11 +58,6 @@ class FakeLookup:
         return Identity(request.connect_opts.user, attributes={"source": "fake"})
 
 
-class FailingLookup:
-    async def lookup(self, request: AuthorizationRequest) -> Identity:
-        raise RuntimeError("ldap timeout")
-
-
 class SyncLookup:
     def lookup(self, request: AuthorizationRequest) -> Identity:
         if request.connect_opts.password != "pw":
@@ -90,11 +86,8 @@ class AsyncPermissions:
         return Grant(account="APP", pub=Permission(allow=[f"async.{group}.{identity.name}"]))
 
 
-class SloppyPermissions:
-    """A grant nats-server accepts but strict mode refuses (wildcard inside a token)."""
-
-    def build(self, identity: Identity, request: AuthorizationRequest) -> Grant:
-        return Grant(account="APP", pub=Permission(allow=["orders*"]))
+# A grant nats-server accepts but strict mode refuses (wildcard inside a token).
+SLOPPY = FixedGrant(pub=["orders*"])
 
 
 class ProductionPolicy(Provider):
@@ -327,7 +320,7 @@ async def test_strict_false_settings_reach_the_pipeline(signing_keys, server, va
     extra = {} if validation is None else {"validation_settings": validation}
     base = (
         CalloutProvider(),
-        PolicyProvider(keys=signing_keys, lookup=FakeLookup(), permissions=SloppyPermissions()),
+        PolicyProvider(keys=signing_keys, lookup=FakeLookup(), permissions=SLOPPY),
     )
     strict = make_async_container(*base)
     lenient = make_async_container(
@@ -359,7 +352,11 @@ async def test_custom_error_reason_reaches_the_pipeline(signing_keys, server):
 
     container = make_async_container(
         CalloutProvider(),
-        PolicyProvider(keys=signing_keys, lookup=FailingLookup(), permissions=SyncPermissions()),
+        PolicyProvider(
+            keys=signing_keys,
+            lookup=FixedLookup(RuntimeError("ldap timeout")),
+            permissions=SyncPermissions(),
+        ),
         Settings(),
         validation_settings=STRICT_VALIDATION,
     )
@@ -375,7 +372,11 @@ async def test_custom_error_reason_reaches_the_pipeline(signing_keys, server):
 async def test_default_settings_without_override(signing_keys, server):
     container = make_async_container(
         CalloutProvider(),
-        PolicyProvider(keys=signing_keys, lookup=FailingLookup(), permissions=SyncPermissions()),
+        PolicyProvider(
+            keys=signing_keys,
+            lookup=FixedLookup(RuntimeError("ldap timeout")),
+            permissions=SyncPermissions(),
+        ),
     )
     try:
         assert await container.get(CalloutSettings) == CalloutSettings()
