@@ -1,4 +1,4 @@
-"""Helpers for the battery tests: requests, a JWKS server, certificates, a callout service."""
+"""Helpers for the battery tests: requests, a JWKS server, certificates."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from faststream.nats import NatsBroker
-from faststream.security import SASLPlaintext
-
-from faststream_callout import KeyPair, callout_router
-from faststream_callout.core.pipeline import CalloutPipeline
+from faststream_callout import KeyPair
 from faststream_callout.protocol.claims import (
     AUTH_REQUEST_TYPE,
     AuthorizationRequest,
@@ -27,7 +23,6 @@ from faststream_callout.protocol.claims import (
     ClientTLS,
     ConnectOptions,
 )
-from faststream_callout.testing.probes import settle
 
 # -- requests ------------------------------------------------------------------
 
@@ -371,31 +366,3 @@ class Pki:
         if cert is not None and key is not None:
             context.load_cert_chain(str(cert), str(key))
         return context
-
-
-# -- a callout service on a real server ------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def running_service(
-    url: str,
-    user: str,
-    password: str,
-    pipeline: CalloutPipeline,
-    *,
-    tls: ssl.SSLContext | None = None,
-) -> AsyncIterator[NatsBroker]:
-    """Our router on a FastStream broker logged in as the callout account's auth user."""
-    broker = NatsBroker(
-        url,
-        security=SASLPlaintext(username=user, password=password, ssl_context=tls),
-        logger=None,
-    )
-    broker.include_router(callout_router(pipeline))
-    await broker.start()
-    # See tests/conftest.py: push the SUB out before the first login.
-    await settle(broker.connection, timeout=5)
-    try:
-        yield broker
-    finally:
-        await broker.stop()
