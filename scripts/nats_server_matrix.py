@@ -36,6 +36,7 @@ ENV_VAR = "FASTSTREAM_CALLOUT_NATS_SERVER"  # testing.local_server.NATS_SERVER_E
 # tests/test_storm.py (a load test) and tests/test_version_matrix.py (fetches its own
 # binaries) are left out on purpose.
 REAL_SERVER_TESTS = (
+    "tests/test_real_server.py",
     "tests/test_real_server_config_mode.py",
     "tests/test_real_server_xkey.py",
     "tests/test_real_server_operator_mode.py",
