@@ -11,9 +11,9 @@ services on it with :func:`~faststream_callout.testing.run_deployment`, one
 service at a time, and log clients in through the
 :class:`~faststream_callout.testing.CalloutDeployment` it yields.
 
-The fixtures are in conftest.py: ``callout_env`` (the environment, parametrized
-over all four; narrow it with :func:`run_in`) and ``table_callout`` (the shared
-table policies running on it).
+The fixtures are in conftest.py: ``callout_env`` (the environment; a test
+using it runs in all four, or in those :func:`run_in` names) and
+``table_callout`` (the shared table policies running on it).
 
 Some set-ups LocalCalloutServer does not make: statically configured users, TLS,
 a login in the system account, operator keys and accounts with signing keys.
@@ -123,8 +123,11 @@ def environments(*, mode: ModeName | None = None, xkey: bool | None = None) -> l
 
 
 def run_in(*chosen: Environment) -> pytest.MarkDecorator:
-    """Run a test (or, as ``pytestmark``, a module) in the ``chosen`` environments only."""
-    return pytest.mark.parametrize("callout_env", chosen, ids=str, indirect=True, scope="module")
+    """Run a test (or, as ``pytestmark``, a module's tests) in the ``chosen`` environments only.
+
+    Tests that do not use ``callout_env`` are left alone (conftest.pytest_generate_tests).
+    """
+    return pytest.mark.environments(*chosen)
 
 
 class ServerPool:

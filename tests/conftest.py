@@ -46,9 +46,24 @@ def callout_servers() -> Iterator[ServerPool]:
         pool.close()
 
 
-@pytest.fixture(scope="module", params=ENVIRONMENTS, ids=str)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "environments(*environments): run callout_env in these (callout_env.run_in)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test using ``callout_env`` runs once per environment (all, or its run_in() ones)."""
+    if "callout_env" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("environments")
+    chosen = marker.args if marker is not None else ENVIRONMENTS
+    metafunc.parametrize("callout_env", chosen, ids=str, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
 def callout_env(request: pytest.FixtureRequest, callout_servers: ServerPool) -> CalloutEnv:
-    """A real nats-server in each environment; narrow them with callout_env.run_in()."""
+    """A real nats-server in one environment (see pytest_generate_tests)."""
     environment: Environment = request.param
     return CalloutEnv(environment, callout_servers.get(environment))
 

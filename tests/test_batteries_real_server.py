@@ -1,7 +1,7 @@
 """Real nats-servers and real nats-py clients logging in through every battery.
 
-The batteries run in every environment (callout_env.py: config or operator
-mode, with or without xkey): the static table (argon2id password, token), OIDC
+The batteries run in config and operator mode (callout_env.py; xkey, a matter
+of transport, is left to test_real_server.py): the static table (argon2id password, token), OIDC
 tokens (as token and as password) and nkeys, composed with ByCredential and
 FirstMatch. A config-mode server of its own with ``tls { verify: true }``
 serves client certificates. Each allowed login proves nats-server accepted the
@@ -22,6 +22,7 @@ import pytest
 from batteries_support import JWKSServer, Pki, Signer, claims, jwks_server
 from callout_env import (
     CALLOUT_ERROR,
+    OPERATOR,
     AuthErrors,
     CalloutEnv,
     auth_errors,
@@ -48,6 +49,8 @@ from faststream_callout.batteries.oidc import OIDCLookup
 from faststream_callout.batteries.table import StaticTable, TableToken, TableUser, new_token
 from faststream_callout.batteries.tls import ClientCertificateLookup
 from faststream_callout.testing import CalloutDeployment, can_publish, settle
+
+pytestmark = run_in(*environments(xkey=False))
 
 USER_INFO = "$SYS.REQ.USER.INFO"
 
@@ -88,7 +91,7 @@ async def round_trip(nc: Client, subject: str) -> bool:
     return msg.data == b"ping"
 
 
-# -- table, OIDC, nkey in every environment ------------------------------------------------
+# -- table, OIDC, nkey in both modes -------------------------------------------------------
 
 
 @dataclass
@@ -218,7 +221,7 @@ async def test_oidc_bad_tokens(batteries: Batteries) -> None:
 
 # A client signs the server's nonce with its nkey. Operator mode always sends one;
 # config mode only when nkey users are configured, which LocalCalloutServer does not do.
-@run_in(*environments(mode="operator"))
+@run_in(OPERATOR)
 async def test_nkey(batteries: Batteries) -> None:
     async with batteries.callout.connect(nkey_seed=SENSOR_KEY.seed) as nc:
         assert (await user_info(nc))["user"] == "sensor-2"
