@@ -17,9 +17,9 @@ using it runs in all four, or in those :func:`run_in` names) and
 
 Some set-ups LocalCalloutServer does not make: statically configured users, TLS,
 a login in the system account, operator keys and accounts with signing keys.
-Tests that need them build the server configuration themselves and use the
-helpers at the end of this module: :func:`nats_server`, :func:`service`,
-:class:`OperatorWorld`, :func:`auth_errors`, :func:`login` and :func:`refused`.
+Tests that need them use the helpers at the end of this module, on the same
+library parts: :func:`config_server`, :class:`OperatorWorld`, :func:`nats_server`,
+:func:`service`, :func:`auth_errors`, :func:`login` and :func:`refused`.
 """
 
 from __future__ import annotations
