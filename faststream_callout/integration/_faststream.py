@@ -3,8 +3,8 @@
 The router builds its subscriber with FastStream's public API (``NatsRouter.subscriber``
 with a decoder and a handler). This module lets requests skip FastStream's per-message
 path (context scopes, middleware stack, parser, fast-depends, response publisher), which
-costs more than the pipeline's own work. It knows nothing about auth callouts: it runs an
-``answer(msg)`` coroutine per request and publishes what it returns.
+costs more than the pipeline's own work. It knows nothing of the callout protocol: it runs
+an ``answer(msg)`` coroutine per request and publishes what it returns.
 
 The internals it relies on, all of ``faststream.nats`` 0.7 (pyproject.toml has the
 supported range; ``.ci/run`` runs the router tests on its lowest and highest release):
@@ -16,9 +16,9 @@ supported range; ``.ci/run`` runs the router tests on its lowest and highest rel
   everything not overridden here stays FastStream's.
 - ``_create_subscription()``: called by ``start()``; FastStream's subscribes with
   ``cb=self.consume``, ours with our own callback. It reads what FastStream's reads:
-  ``subject.broker_address`` (the subject with router prefixes; ``clear_subject`` before
-  0.7.5), ``queue``, ``extra_options``, ``connection``, and sets ``subscription``, which
-  ``stop()`` unsubscribes.
+  ``subject.broker_address`` (the subject with router prefixes; 0.7.0-0.7.4 called it
+  ``clear_subject``), ``queue``, ``extra_options``, ``connection``, and sets
+  ``subscription``, which ``stop()`` unsubscribes.
 - ``_post_start()``: called once the subscriber runs, by ``start()`` and by
   ``TestNatsBroker``; ``auto`` is resolved there, from ``_broker_middlewares`` (the
   broker's and routers' middlewares, known only once the router is included).

@@ -7,7 +7,7 @@ FastStream's public API only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast, get_args
 
@@ -110,10 +110,11 @@ class _PipelineSource:
                 return b""
         return _sendable(await pipeline(body, server_xkey))
 
-    async def answer(self, msg: Msg) -> bytes | None:
+    def answer(self, msg: Msg) -> Awaitable[bytes | None]:
         """The reply to a raw request (the direct dispatch)."""
+        # Not a coroutine itself: one coroutine per request fewer on the hot path.
         headers = msg.headers
-        return await self.reply(msg.data, headers.get(XKEY_HEADER) if headers else None)
+        return self.reply(msg.data, headers.get(XKEY_HEADER) if headers else None)
 
     def drain_limit(self) -> float | None:
         """nats-server's deadline for a reply, once the pipeline is known."""
