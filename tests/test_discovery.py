@@ -9,25 +9,26 @@ from typing import Any
 
 import nats
 import pytest
-from faststream.nats import NatsBroker
+from dishka import make_async_container
+from faststream.nats import NatsBroker, TestNatsBroker
 from faststream.security import SASLPlaintext
+from faststream.specification import AsyncAPI
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.micro.service import ServiceInfo, ServicePing, ServiceStats
+from policies import FixedGrant, Never, Passwords
 
 from faststream_callout import (
     CalloutPipeline,
-    Denied,
-    Grant,
-    Identity,
+    CalloutProvider,
     KeyPair,
-    Permission,
+    PolicyProvider,
     SigningKeys,
     callout_router,
 )
 from faststream_callout.core.pipeline import Decision, Outcome
-from faststream_callout.integration.discovery import CalloutService
-from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.integration.discovery import CalloutService, discovery_router
+from faststream_callout.integration.observers import ObserverProvider
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 from faststream_callout.testing.probes import settle
 
@@ -35,19 +36,13 @@ NAME = "auth-callout"
 QUEUE = "callout-q"
 
 
-class Lookup:
-    async def lookup(self, request: AuthorizationRequest) -> Identity:
-        user = request.connect_opts.user
-        if user == "boom":
-            raise RuntimeError("database is down")
-        if user == "alice":
-            return Identity(user)
-        raise Denied("bad credentials")
-
-
-class Permissions:
-    def build(self, identity: Identity, request: AuthorizationRequest) -> Grant:
-        return Grant(account="APP", pub=Permission(allow=["x.>"]))
+def policy(issuer: KeyPair) -> PolicyProvider:
+    """alice logs in; 'boom' makes the lookup fail (an error); anyone else is denied."""
+    return PolicyProvider(
+        keys=SigningKeys(issuer),
+        lookup=Passwords({"alice": "pw"}),
+        permissions=FixedGrant(pub=["x.>"]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,21 +60,24 @@ def srv_config() -> Iterator[tuple[CalloutServerConfig, KeyPair]]:
 @pytest.fixture(scope="module")
 async def srv_service(srv_config: tuple[CalloutServerConfig, KeyPair]) -> AsyncIterator[None]:
     config, issuer = srv_config
-    pipeline = CalloutPipeline(SigningKeys(issuer), Lookup(), Permissions())
+    # The two steps the README shows: the service observes the decisions (here
+    # through Dishka) and its own router answers $SRV.
+    service = CalloutService(NAME, queue_group=QUEUE)
+    container = make_async_container(CalloutProvider(), policy(issuer), ObserverProvider(service))
     broker = NatsBroker(
         config.url,
         security=SASLPlaintext(username=config.auth_user, password=config.auth_password),
         logger=None,
     )
-    broker.include_router(
-        callout_router(pipeline, queue=QUEUE, service=NAME, include_in_schema=False)
-    )
+    broker.include_router(callout_router(container, queue=QUEUE, include_in_schema=False))
+    broker.include_router(discovery_router(service, include_in_schema=False))
     await broker.start()
     await settle(broker.connection, timeout=5)
     try:
         yield
     finally:
         await broker.stop()
+        await container.close()
 
 
 @pytest.fixture
@@ -228,9 +226,37 @@ def test_invalid_identity(kwargs, match):
         CalloutService(**kwargs)
 
 
-def test_router_reports_its_own_subject_and_queue():
-    service = CalloutService("svc")
-    pipeline = CalloutPipeline(SigningKeys(KeyPair.create_account()), Lookup(), Permissions())
-    callout_router(pipeline, subject="custom.auth", queue="qq", service=service)
-    assert (service.subject, service.queue_group) == ("custom.auth", "qq")
-    assert service in pipeline.observers
+def test_the_default_endpoint_is_callout_routers_default():
+    pipeline = CalloutPipeline(SigningKeys(KeyPair.create_account()), Never(), Never())
+    (subscriber,) = callout_router(pipeline).subscribers
+    [endpoint] = CalloutService("svc").info()["endpoints"]
+    assert (endpoint["subject"], endpoint["queue_group"]) == (
+        subscriber.subject.broker_address,
+        subscriber.queue,
+    )
+    [custom] = CalloutService("svc", subject="custom.auth", queue_group="qq").info()["endpoints"]
+    assert (custom["subject"], custom["queue_group"]) == ("custom.auth", "qq")
+
+
+async def test_discovery_router_answers_every_variant_without_a_queue_group():
+    service = CalloutService("svc", id="ID1")
+    router = discovery_router(service)
+    assert discovery_router(service) is not router  # fresh each call: including moves it
+    broker = NatsBroker()
+    broker.include_router(router)
+    subscribers = broker.subscribers
+    assert sorted(s.subject.broker_address for s in subscribers) == sorted(
+        subject for verb in ("PING", "INFO", "STATS") for subject in service.control_subjects(verb)
+    )
+    assert not any(s.queue for s in subscribers)  # every instance answers
+    async with TestNatsBroker(broker) as test_broker:
+        reply = await test_broker.request(b"", "$SRV.STATS.svc.ID1", timeout=2)
+    assert json.loads(reply.body)["type"] == "io.nats.micro.v1.stats_response"
+
+
+@pytest.mark.parametrize("include", [True, False])
+def test_discovery_router_in_schema(include):
+    broker = NatsBroker()
+    broker.include_router(discovery_router(CalloutService("svc"), include_in_schema=include))
+    channels = AsyncAPI(broker).to_specification().to_jsonable().get("channels", {})
+    assert bool(channels) is include

@@ -19,51 +19,24 @@ from faststream import BaseMiddleware
 from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
 from nats.errors import Error as NatsError
+from policies import FixedGrant, Passwords
 
 from faststream_callout import (
     CalloutPipeline,
-    Denied,
-    Grant,
-    Identity,
     KeyPair,
-    Permission,
     SigningKeys,
     callout_router,
 )
-from faststream_callout.integration.router import _CalloutSubscriber
-from faststream_callout.protocol.claims import AuthorizationRequest
+from faststream_callout.integration._faststream import DirectSubscriber
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 from faststream_callout.testing.probes import settle
 
-
-class GatedLookup:
-    """``u<N>``/``p<N>``; waits ``delay`` like a database and records the overlap."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay = delay
-        self.in_flight = 0
-        self.peak = 0
-        self.calls = 0
-        self.started = asyncio.Event()
-
-    async def lookup(self, request: AuthorizationRequest) -> Identity:
-        self.calls += 1
-        self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
-        self.started.set()
-        try:
-            await asyncio.sleep(self.delay)
-        finally:
-            self.in_flight -= 1
-        opts = request.connect_opts
-        if opts.user.startswith("u") and opts.password == "p" + opts.user[1:]:
-            return Identity(opts.user)
-        raise Denied("bad credentials")
+USERS = {f"u{i}": f"p{i}" for i in range(10)}
 
 
-class AppPermissions:
-    def build(self, identity: Identity, request: AuthorizationRequest) -> Grant:
-        return Grant(account="APP", pub=Permission(allow=[f"chat.{identity.name}.>"]))
+def gated_lookup(delay: float = 0.0) -> Passwords:
+    """u<N>/p<N>; waits ``delay`` like a database and records the overlap."""
+    return Passwords(USERS, delay=delay)
 
 
 class CountingMiddleware(BaseMiddleware):
@@ -104,7 +77,7 @@ async def start_service(
     *,
     middlewares: tuple[Any, ...] = (),
     **router_options: Any,
-) -> tuple[NatsBroker, _CalloutSubscriber]:
+) -> tuple[NatsBroker, DirectSubscriber]:
     broker = NatsBroker(
         url(config),
         security=SASLPlaintext(username=config.auth_user, password=config.auth_password),
@@ -116,7 +89,7 @@ async def start_service(
     # Push the SUB out before the first login (nats-py 2.16 flush race, see natstools).
     await settle(broker.connection, timeout=5)
     (subscriber,) = broker.subscribers
-    assert isinstance(subscriber, _CalloutSubscriber)
+    assert isinstance(subscriber, DirectSubscriber)
     return broker, subscriber
 
 
@@ -149,8 +122,8 @@ async def _quiet(_: Exception) -> None:
     pass
 
 
-def pipeline_for(issuer: KeyPair, lookup: GatedLookup) -> CalloutPipeline:
-    return CalloutPipeline(SigningKeys(issuer), lookup, AppPermissions())
+def pipeline_for(issuer: KeyPair, lookup: Passwords) -> CalloutPipeline:
+    return CalloutPipeline(SigningKeys(issuer), lookup, FixedGrant(pub=["chat.{user}.>"]))
 
 
 @pytest.mark.parametrize("dispatch", ["direct", "framework"])
@@ -158,7 +131,7 @@ async def test_each_dispatch_serves_allowed_and_denied_logins(
     issuer, deployment, services, dispatch
 ):
     broker, subscriber = await start_service(
-        deployment, pipeline_for(issuer, GatedLookup()), dispatch=dispatch
+        deployment, pipeline_for(issuer, gated_lookup()), dispatch=dispatch
     )
     services.append(broker)
     assert subscriber.direct is (dispatch == "direct")
@@ -167,7 +140,7 @@ async def test_each_dispatch_serves_allowed_and_denied_logins(
 
 
 async def test_auto_is_direct_without_middlewares(issuer, deployment, services):
-    broker, subscriber = await start_service(deployment, pipeline_for(issuer, GatedLookup()))
+    broker, subscriber = await start_service(deployment, pipeline_for(issuer, gated_lookup()))
     services.append(broker)
     assert subscriber.dispatch == "auto"
     assert subscriber.direct
@@ -177,7 +150,7 @@ async def test_auto_is_direct_without_middlewares(issuer, deployment, services):
 async def test_auto_goes_through_broker_middlewares(issuer, deployment, services):
     before = CountingMiddleware.seen
     broker, subscriber = await start_service(
-        deployment, pipeline_for(issuer, GatedLookup()), middlewares=(CountingMiddleware,)
+        deployment, pipeline_for(issuer, gated_lookup()), middlewares=(CountingMiddleware,)
     )
     services.append(broker)
     assert not subscriber.direct
@@ -190,7 +163,7 @@ async def test_direct_dispatch_ignores_middlewares_when_asked(issuer, deployment
     before = CountingMiddleware.seen
     broker, subscriber = await start_service(
         deployment,
-        pipeline_for(issuer, GatedLookup()),
+        pipeline_for(issuer, gated_lookup()),
         middlewares=(CountingMiddleware,),
         dispatch="direct",
     )
@@ -202,7 +175,7 @@ async def test_direct_dispatch_ignores_middlewares_when_asked(issuer, deployment
 
 @pytest.mark.parametrize("dispatch", ["direct", "framework"])
 async def test_concurrency_is_bounded_by_max_workers(issuer, deployment, services, dispatch):
-    lookup = GatedLookup(delay=0.15)
+    lookup = gated_lookup(delay=0.15)
     broker, _ = await start_service(
         deployment, pipeline_for(issuer, lookup), max_workers=3, dispatch=dispatch
     )
@@ -214,7 +187,7 @@ async def test_concurrency_is_bounded_by_max_workers(issuer, deployment, service
 
 
 async def test_requests_in_flight_are_answered_on_stop(issuer, deployment):
-    lookup = GatedLookup(delay=0.4)
+    lookup = gated_lookup(delay=0.4)
     broker, _ = await start_service(deployment, pipeline_for(issuer, lookup))
     attempt = asyncio.ensure_future(login(deployment, "u5", "p5"))
     await asyncio.wait_for(lookup.started.wait(), 3)
@@ -225,4 +198,4 @@ async def test_requests_in_flight_are_answered_on_stop(issuer, deployment):
 
 def test_unknown_dispatch_is_refused(issuer):
     with pytest.raises(ValueError, match="dispatch must be"):
-        callout_router(pipeline_for(issuer, GatedLookup()), dispatch="fast")  # type: ignore[arg-type]
+        callout_router(pipeline_for(issuer, gated_lookup()), dispatch="fast")  # type: ignore[arg-type]

@@ -11,15 +11,16 @@ from typing import Any
 
 import nats
 import pytest
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, TestNatsBroker
 from faststream.security import SASLPlaintext
+from faststream.specification import AsyncAPI
 from nats.errors import Error as NatsError
 from nats_versions import running_version
 from natstools import settle
+from policies import Everyone, GrantByName
 
 from faststream_callout import (
     CalloutPipeline,
-    Denied,
     Grant,
     Identity,
     KeyPair,
@@ -32,29 +33,29 @@ from faststream_callout.integration.feedback import (
     AUTH_ERROR_SUBJECT,
     ServerFeedback,
     ServerRefusal,
+    feedback_router,
 )
+from faststream_callout.integration.observers import observe
 from faststream_callout.protocol.claims import AuthorizationRequest, ClientInfo, ServerId
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 
 FEEDBACK_LOGGER = "faststream_callout.feedback"
 
 
-class Lookup:
-    async def lookup(self, request: AuthorizationRequest) -> Identity:
-        user = request.connect_opts.user
-        if user in {"ghost", "proxy", "alice"}:
-            return Identity(user)
-        raise Denied("bad credentials")
+def lookup() -> Everyone:
+    return Everyone(frozenset({"ghost", "proxy", "alice"}))
 
 
-class Permissions:
+def permissions() -> GrantByName:
     """ghost -> an account the server does not have; proxy -> proxy_required (2.12+)."""
-
-    def build(self, identity: Identity, request: AuthorizationRequest) -> Grant:
-        pub = Permission(allow=["x.>"])
-        if identity.name == "ghost":
-            return Grant(account="NOPE", pub=pub)
-        return Grant(account="APP", pub=pub, proxy_required=identity.name == "proxy")
+    pub = Permission(allow=["x.>"])
+    return GrantByName(
+        {
+            "ghost": Grant(account="NOPE", pub=pub),
+            "proxy": Grant(account="APP", pub=pub, proxy_required=True),
+        },
+        default=Grant(account="APP", pub=pub),
+    )
 
 
 class Refusals:
@@ -102,14 +103,16 @@ async def fb_service(
     config, issuer = fb_config
     refusals = Refusals()
     feedback = ServerFeedback(on_refusal=[refusals])
-    pipeline = CalloutPipeline(SigningKeys(issuer), Lookup(), Permissions())
+    # The two steps the README shows: the feedback observes the decisions (here
+    # without Dishka) and its own router feeds it the server's events.
+    pipeline = observe(CalloutPipeline(SigningKeys(issuer), lookup(), permissions()), feedback)
     broker = NatsBroker(
         config.url,
         security=SASLPlaintext(username=config.auth_user, password=config.auth_password),
         logger=None,
     )
-    broker.include_router(callout_router(pipeline, feedback=feedback))
-    assert feedback in pipeline.observers  # attached by the router
+    broker.include_router(callout_router(pipeline))
+    broker.include_router(feedback_router(feedback))
     await broker.start()
     await settle(broker.connection, timeout=5)
     try:
@@ -292,3 +295,31 @@ def test_invalid_settings():
         ServerFeedback(ttl=0)
     with pytest.raises(ValueError):
         ServerFeedback(max_entries=0)
+
+
+# -- the router -----------------------------------------------------------------------
+
+
+async def test_feedback_router_feeds_the_events_to_the_feedback():
+    feedback = ServerFeedback()
+    feedback(_decision(7, "NSERVER"))
+    router = feedback_router(feedback)
+    assert feedback_router(feedback) is not router  # fresh each call: including moves it
+    broker = NatsBroker()
+    broker.include_router(router)
+    (subscriber,) = broker.subscribers
+    assert subscriber.subject.broker_address == AUTH_ERROR_SUBJECT
+    assert not subscriber.queue  # every instance sees every event
+    async with TestNatsBroker(broker) as test_broker:
+        await test_broker.publish(_event(8), AUTH_ERROR_SUBJECT)  # not ours
+        await test_broker.publish(_event(7, reason="account missing"), AUTH_ERROR_SUBJECT)
+    assert (feedback.refused, feedback.unmatched) == (1, 1)
+    assert feedback.reasons == {"account missing": 1}
+
+
+@pytest.mark.parametrize("include", [True, False])
+def test_feedback_router_in_schema(include):
+    broker = NatsBroker()
+    broker.include_router(feedback_router(ServerFeedback(), include_in_schema=include))
+    channels = AsyncAPI(broker).to_specification().to_jsonable().get("channels", {})
+    assert bool(channels) is include

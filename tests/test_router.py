@@ -1,86 +1,61 @@
-"""callout_router through FastStream's TestNatsBroker, judged by FakeServer."""
+"""callout_router through FastStream's TestNatsBroker, judged by FakeServer.
+
+TestNatsBroker takes the dispatch production takes: ``direct`` by default, ``framework``
+when the broker has middlewares. Tests without a ``dispatch`` parameter cover the
+default (direct); those parametrized over ``dispatch`` cover both paths.
+"""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from dishka import AsyncContainer, Provider, Scope, make_async_container, provide
-from faststream import FastStream
+from faststream import BaseMiddleware, FastStream, SourceType, StreamMessage
 from faststream.nats import NatsBroker, NatsRouter, TestNatsBroker
 from faststream.nats.subscriber.usecases import CoreSubscriber
 from faststream.specification import AsyncAPI
+from policies import FixedGrant, Never, Passwords
 
+import faststream_callout
 from faststream_callout import (
     CalloutPipeline,
     CalloutProvider,
-    Denied,
-    Grant,
+    Drop,
     Identity,
-    IdentityLookup,
     KeyPair,
-    Permission,
-    PermissionBuilder,
     PolicyProvider,
     SigningKeys,
     XKeyPair,
     callout_router,
 )
+from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.integration._faststream import DirectSubscriber
 from faststream_callout.integration.router import AUTH_CALLOUT_SUBJECT, XKEY_HEADER
 from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.testing import FakeServer, MintedRequest, Verdict
 
 TIMEOUT = 2.0
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
+# Both paths a request can take; "auto" is "direct" here (no middlewares).
+BOTH_PATHS = pytest.mark.parametrize("dispatch", ["direct", "framework"])
 
 
 # -- policies ------------------------------------------------------------------
 
 
-class PasswordLookup:
+def password_lookup() -> Passwords:
     """alice/bob by password; 'boom' fails unexpectedly; anyone else is denied."""
-
-    async def lookup(self, request: AuthorizationRequest) -> Identity:
-        opts = request.connect_opts
-        if opts.user == "boom":
-            raise RuntimeError("database is down")
-        if opts.password and PASSWORDS.get(opts.user) == opts.password:
-            return Identity(opts.user)
-        raise Denied("bad credentials")
+    return Passwords(PASSWORDS)
 
 
-class SlowLookup:
-    """Users u<N> with password p<N>; sleeps like a database call; tracks concurrency."""
-
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self.in_flight = 0
-        self.peak = 0
-        self.calls = 0
-
-    async def lookup(self, request: AuthorizationRequest) -> Identity:
-        self.calls += 1
-        self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
-        try:
-            await asyncio.sleep(self.delay)
-        finally:
-            self.in_flight -= 1
-        opts = request.connect_opts
-        if opts.user.startswith("u") and opts.password == "p" + opts.user[1:]:
-            return Identity(opts.user)
-        raise Denied("bad credentials")
-
-
-class ChatPermissions:
-    def build(self, identity: Identity, request: AuthorizationRequest) -> Grant:
-        return Grant(
-            account="APP",
-            pub=Permission(allow=[f"chat.{identity.name}.>"]),
-            sub=Permission(allow=["chat.>", "_INBOX.>"]),
-        )
+def chat_permissions() -> FixedGrant:
+    return FixedGrant(pub=["chat.{user}.>"], sub=["chat.>", "_INBOX.>"])
 
 
 class RecordingPipeline(CalloutPipeline):
@@ -95,14 +70,12 @@ class RecordingPipeline(CalloutPipeline):
         return await super().__call__(body, server_xkey)
 
 
-class Policy(Provider):
-    scope = Scope.APP
-    lookup = provide(PasswordLookup, provides=IdentityLookup)
-    permissions = provide(ChatPermissions, provides=PermissionBuilder)
+def policy() -> PolicyProvider:
+    return PolicyProvider(lookup=password_lookup(), permissions=chat_permissions())
 
 
 def make_container(keys: SigningKeys) -> AsyncContainer:
-    return make_async_container(CalloutProvider(), Policy(), PolicyProvider(keys=keys))
+    return make_async_container(CalloutProvider(), policy(), PolicyProvider(keys=keys))
 
 
 def only_subscriber(router: NatsRouter):
@@ -128,16 +101,17 @@ def server(issuer: KeyPair) -> FakeServer:
 
 @pytest.fixture
 def bare_pipeline(signing_keys: SigningKeys) -> CalloutPipeline:
-    return CalloutPipeline(signing_keys, PasswordLookup(), ChatPermissions())
+    return CalloutPipeline(signing_keys, password_lookup(), chat_permissions())
 
 
 # -- allowed and denied logins -----------------------------------------------------
 
 
-async def test_container_router_allows_good_password(signing_keys, issuer, server):
+@BOTH_PATHS
+async def test_container_router_allows_good_password(signing_keys, issuer, server, dispatch):
     container = make_container(signing_keys)
     broker = NatsBroker()
-    broker.include_router(callout_router(container))
+    broker.include_router(callout_router(container, dispatch=dispatch))
     try:
         async with TestNatsBroker(broker) as test_broker:
             minted, _, verdict = await send(test_broker, server, user="alice", password="alice-pw")
@@ -172,9 +146,10 @@ async def test_container_router_denies_bad_password(signing_keys, issuer, server
     assert verdict.user is None
 
 
-async def test_bare_pipeline_router_allows_and_denies(bare_pipeline, server):
+@BOTH_PATHS
+async def test_bare_pipeline_router_allows_and_denies(bare_pipeline, server, dispatch):
     broker = NatsBroker()
-    broker.include_router(callout_router(bare_pipeline))
+    broker.include_router(callout_router(bare_pipeline, dispatch=dispatch))
     async with TestNatsBroker(broker) as test_broker:
         allowed = await server.login(test_broker, user="bob", password="bob-pw", timeout=TIMEOUT)
         denied = await server.login(test_broker, user="mallory", password="x", timeout=TIMEOUT)
@@ -185,6 +160,109 @@ async def test_bare_pipeline_router_allows_and_denies(bare_pipeline, server):
     assert not denied.allowed
     assert not denied.invalid
     assert denied.error == "bad credentials"
+
+
+# -- which path TestNatsBroker takes ---------------------------------------------------
+
+
+class Dropping:
+    """Drops every request (a test policy of this file: tests/policies.py has none)."""
+
+    async def lookup(self, request: AuthorizationRequest) -> Identity:
+        raise Drop("maintenance")
+
+
+class CountingMiddleware(BaseMiddleware):
+    """Counts the requests subscribers consumed (not the replies requesters read)."""
+
+    seen = 0
+
+    async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+        if msg.source_type is SourceType.CONSUME:
+            CountingMiddleware.seen += 1
+        return await super().consume_scope(call_next, msg)
+
+
+async def test_test_broker_takes_the_direct_path_like_production(bare_pipeline, server):
+    broker = NatsBroker()
+    broker.include_router(callout_router(bare_pipeline))
+    (subscriber,) = broker.subscribers
+    assert isinstance(subscriber, DirectSubscriber)
+    async with TestNatsBroker(broker) as test_broker:
+        handler = subscriber.calls[0].handler
+        verdict = await server.login(
+            test_broker, user="alice", password="alice-pw", timeout=TIMEOUT
+        )
+        assert subscriber.direct
+        handler.mock.assert_not_called()  # FastStream's handler is the framework path
+    assert verdict.allowed, verdict.reason
+
+
+async def test_test_broker_takes_the_framework_path_with_middlewares(bare_pipeline, server):
+    before = CountingMiddleware.seen
+    broker = NatsBroker(middlewares=(CountingMiddleware,))
+    broker.include_router(callout_router(bare_pipeline))
+    (subscriber,) = broker.subscribers
+    async with TestNatsBroker(broker) as test_broker:
+        handler = subscriber.calls[0].handler
+        verdict = await server.login(
+            test_broker, user="alice", password="alice-pw", timeout=TIMEOUT
+        )
+        assert not subscriber.direct
+        handler.mock.assert_called_once()
+    assert verdict.allowed, verdict.reason
+    assert CountingMiddleware.seen == before + 1
+
+
+@BOTH_PATHS
+async def test_a_dropped_request_gets_an_empty_body_under_test_broker(
+    signing_keys, server, dispatch
+):
+    # A real server gets no reply at all (tests/test_real_server_signer.py);
+    # TestNatsBroker always returns something: the empty body, on both paths.
+    decisions: list[Decision] = []
+    pipeline = CalloutPipeline(
+        signing_keys, Dropping(), chat_permissions(), observers=[decisions.append]
+    )
+    broker = NatsBroker()
+    broker.include_router(callout_router(pipeline, dispatch=dispatch))
+    async with TestNatsBroker(broker) as test_broker:
+        _, reply, verdict = await send(test_broker, server, user="alice", password="alice-pw")
+    assert reply == b""
+    assert not verdict.allowed
+    assert [d.outcome for d in decisions] == [Outcome.DROPPED]
+
+
+# FastStream modules the package may import anywhere (documented, public API).
+PUBLIC_FASTSTREAM = {
+    "faststream",
+    "faststream.exceptions",
+    "faststream.message",
+    "faststream.security",
+    "faststream.nats",
+    "faststream.nats.security",
+    "faststream.nats.opentelemetry",
+    "faststream.nats.prometheus",
+}
+
+
+def test_only_one_module_imports_faststream_internals():
+    package = Path(faststream_callout.__file__).parent
+    internal: dict[str, set[str]] = {}
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] == "faststream" and name not in PUBLIC_FASTSTREAM:
+                    internal.setdefault(path.relative_to(package).as_posix(), set()).add(name)
+    assert internal == {
+        "integration/_faststream.py": {"faststream.nats.subscriber.usecases.core_subscriber"}
+    }
 
 
 # -- the subscriber -------------------------------------------------------------------
@@ -267,11 +345,11 @@ async def test_two_routers_in_two_brokers(issuer, server):
     first = NatsBroker()
     second = NatsBroker()
     first.include_router(
-        callout_router(CalloutPipeline(SigningKeys(issuer), PasswordLookup(), ChatPermissions()))
+        callout_router(CalloutPipeline(SigningKeys(issuer), password_lookup(), chat_permissions()))
     )
     second.include_router(
         callout_router(
-            CalloutPipeline(SigningKeys(other_issuer), PasswordLookup(), ChatPermissions())
+            CalloutPipeline(SigningKeys(other_issuer), password_lookup(), chat_permissions())
         )
     )
     assert len(first.subscribers) == 1
@@ -301,7 +379,7 @@ async def test_two_routers_share_the_containers_pipeline(issuer, server):
             builds += 1
             return SigningKeys(issuer)
 
-    container = make_async_container(CalloutProvider(), Policy(), CountingKeys())
+    container = make_async_container(CalloutProvider(), policy(), CountingKeys())
     first = NatsBroker()
     second = NatsBroker()
     first.include_router(callout_router(container))
@@ -365,10 +443,11 @@ async def test_other_subscribers_are_undisturbed(bare_pipeline, server):
     [b'"x"', b'{"user": "alice"}', b"123", b"\x00\xff binary", b""],
     ids=["json-string", "json-object", "json-number", "binary", "empty"],
 )
-async def test_decoder_passes_exact_body_bytes(signing_keys, body):
-    pipeline = RecordingPipeline(signing_keys, PasswordLookup(), ChatPermissions())
+@BOTH_PATHS
+async def test_decoder_passes_exact_body_bytes(signing_keys, body, dispatch):
+    pipeline = RecordingPipeline(signing_keys, password_lookup(), chat_permissions())
     broker = NatsBroker()
-    broker.include_router(callout_router(pipeline))
+    broker.include_router(callout_router(pipeline, dispatch=dispatch))
     async with TestNatsBroker(broker) as test_broker:
         reply = await test_broker.request(body, AUTH_CALLOUT_SUBJECT, timeout=TIMEOUT)
     assert pipeline.calls == [(body, None)]
@@ -376,12 +455,13 @@ async def test_decoder_passes_exact_body_bytes(signing_keys, body):
     assert reply.body == b""  # garbage is rejected with an empty body
 
 
-async def test_decoder_passes_minted_request_and_xkey_header(issuer):
+@BOTH_PATHS
+async def test_decoder_passes_minted_request_and_xkey_header(issuer, dispatch):
     keys = SigningKeys(issuer, xkey=XKeyPair.generate())
-    pipeline = RecordingPipeline(keys, PasswordLookup(), ChatPermissions())
+    pipeline = RecordingPipeline(keys, password_lookup(), chat_permissions())
     server = FakeServer.for_keys(keys)
     broker = NatsBroker()
-    broker.include_router(callout_router(pipeline))
+    broker.include_router(callout_router(pipeline, dispatch=dispatch))
     async with TestNatsBroker(broker) as test_broker:
         minted, _, verdict = await send(test_broker, server, user="alice", password="alice-pw")
     assert minted.server_xkey == server.xkey.public_key
@@ -392,12 +472,15 @@ async def test_decoder_passes_minted_request_and_xkey_header(issuer):
 # -- xkey: encrypted requests and sealed replies -----------------------------------------------
 
 
-async def test_encrypted_login_is_sealed_both_ways(issuer):
+@BOTH_PATHS
+async def test_encrypted_login_is_sealed_both_ways(issuer, dispatch):
     keys = SigningKeys(issuer, xkey=XKeyPair.generate())
     server = FakeServer.for_keys(keys)
     broker = NatsBroker()
     broker.include_router(
-        callout_router(CalloutPipeline(keys, PasswordLookup(), ChatPermissions()))
+        callout_router(
+            CalloutPipeline(keys, password_lookup(), chat_permissions()), dispatch=dispatch
+        )
     )
     async with TestNatsBroker(broker) as test_broker:
         minted, reply, verdict = await send(test_broker, server, user="alice", password="alice-pw")
@@ -453,11 +536,14 @@ class BrokenKeys(Provider):
         raise RuntimeError("vault unreachable")
 
 
-async def test_pipeline_resolution_failure_denies_with_empty_body_and_logs(server, caplog):
+@BOTH_PATHS
+async def test_pipeline_resolution_failure_denies_with_empty_body_and_logs(
+    server, caplog, dispatch
+):
     broken = BrokenKeys()
-    container = make_async_container(CalloutProvider(), Policy(), broken)  # the graph is valid
+    container = make_async_container(CalloutProvider(), policy(), broken)  # the graph is valid
     broker = NatsBroker()
-    broker.include_router(callout_router(container))
+    broker.include_router(callout_router(container, dispatch=dispatch))
     caplog.set_level(logging.ERROR, logger="faststream_callout")
     try:
         async with TestNatsBroker(broker) as test_broker:
@@ -485,9 +571,12 @@ async def test_pipeline_resolution_failure_denies_with_empty_body_and_logs(serve
     assert broken.attempts == 2  # a failed resolution is retried, not cached
 
 
-async def test_failing_lookup_gives_signed_generic_denial(bare_pipeline, issuer, server, caplog):
+@BOTH_PATHS
+async def test_failing_lookup_gives_signed_generic_denial(
+    bare_pipeline, issuer, server, caplog, dispatch
+):
     broker = NatsBroker()
-    broker.include_router(callout_router(bare_pipeline))
+    broker.include_router(callout_router(bare_pipeline, dispatch=dispatch))
     caplog.set_level(logging.ERROR, logger="faststream_callout")
     async with TestNatsBroker(broker) as test_broker:
         # if the handler raised, TestNatsBroker would re-raise here and the test would error
@@ -520,15 +609,16 @@ async def test_failing_lookup_through_container(signing_keys, server):
 # -- concurrency ----------------------------------------------------------------------------
 
 
-async def test_fifty_concurrent_logins_get_their_own_verdicts(signing_keys, server):
+@BOTH_PATHS
+async def test_fifty_concurrent_logins_get_their_own_verdicts(signing_keys, server, dispatch):
     delay = 0.05
-    lookup = SlowLookup(delay)
+    lookup = Passwords({f"u{i}": f"p{i}" for i in range(50)}, delay=delay)
     container = make_async_container(
         CalloutProvider(),
-        PolicyProvider(keys=signing_keys, lookup=lookup, permissions=ChatPermissions()),
+        PolicyProvider(keys=signing_keys, lookup=lookup, permissions=chat_permissions()),
     )
     broker = NatsBroker()
-    broker.include_router(callout_router(container))
+    broker.include_router(callout_router(container, dispatch=dispatch))
 
     async def login(i: int) -> tuple[int, MintedRequest, Verdict]:
         password = f"p{i}" if i % 3 else "wrong"
@@ -574,7 +664,7 @@ async def test_concurrent_first_logins_build_the_pipeline_once(issuer, server):
             await asyncio.sleep(0.02)  # e.g. fetched from a secret store
             return SigningKeys(issuer)
 
-    container = make_async_container(CalloutProvider(), Policy(), SlowKeys())
+    container = make_async_container(CalloutProvider(), policy(), SlowKeys())
     broker = NatsBroker()
     broker.include_router(callout_router(container))
     try:
@@ -604,16 +694,6 @@ def test_router_refuses_a_source_it_cannot_use():
 
 @pytest.mark.parametrize("workers", [0, -3])
 def test_router_refuses_non_positive_max_workers(workers):
-    pipeline = CalloutPipeline(SigningKeys(KeyPair.create_account()), _NeverLookup(), _NeverBuild())
+    pipeline = CalloutPipeline(SigningKeys(KeyPair.create_account()), Never(), Never())
     with pytest.raises(ValueError, match="max_workers"):
         callout_router(pipeline, max_workers=workers)
-
-
-class _NeverLookup:
-    def lookup(self, request):
-        raise AssertionError
-
-
-class _NeverBuild:
-    def build(self, identity, request):
-        raise AssertionError

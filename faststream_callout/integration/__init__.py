@@ -17,11 +17,11 @@ if TYPE_CHECKING:
     )
     from faststream_callout.integration.discovery import (
         CalloutService,
-        add_discovery_subscribers,
+        discovery_router,
     )
     from faststream_callout.integration.feedback import (
         ServerFeedback,
-        add_feedback_subscriber,
+        feedback_router,
     )
     from faststream_callout.integration.metrics import (
         PrometheusMetrics,
@@ -71,9 +71,9 @@ __all__ = [
     "ServerFeedback",
     "Session",
     "SessionRegistry",
-    "add_discovery_subscribers",
-    "add_feedback_subscriber",
     "callout_router",
+    "discovery_router",
+    "feedback_router",
     "kick",
     "observe",
     "revoke_users",
@@ -100,9 +100,9 @@ _WHERE = {
     "ObserverProvider": "observers",
     "observe": "observers",
     "ServerFeedback": "feedback",
-    "add_feedback_subscriber": "feedback",
+    "feedback_router": "feedback",
     "CalloutService": "discovery",
-    "add_discovery_subscribers": "discovery",
+    "discovery_router": "discovery",
     "PrometheusMetrics": "metrics",
 }
 

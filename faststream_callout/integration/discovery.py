@@ -6,7 +6,12 @@ The callout answers ``$SRV.PING``, ``$SRV.INFO`` and ``$SRV.STATS`` (and the
 ``nats.micro.service`` field by field. Statistics come from the pipeline's
 decisions (a pipeline observer): every decision is a request; outcomes where the
 service failed or the request was bad (``error``, ``timeout``, ``rejected``) are
-errors, while a policy denial or a throttled login is a normal answer.
+errors, while a policy denial or a throttled login is a normal answer. Two steps add
+it to a service, next to :func:`~faststream_callout.integration.router.callout_router`::
+
+    service = CalloutService("auth-callout")
+    container = make_async_container(..., ObserverProvider(service))  # counts decisions
+    broker.include_router(discovery_router(service))                  # answers $SRV
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from faststream.message import StreamMessage
 from faststream.nats import NatsRouter
 
 from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.integration.router import AUTH_CALLOUT_SUBJECT, DEFAULT_QUEUE
 
 __all__ = [
     "ERROR_OUTCOMES",
@@ -33,7 +39,7 @@ __all__ = [
     "SERVICE_PREFIX",
     "STATS_RESPONSE_TYPE",
     "CalloutService",
-    "add_discovery_subscribers",
+    "discovery_router",
 ]
 
 SERVICE_PREFIX: Final = "$SRV"
@@ -69,9 +75,9 @@ def _timestamp(moment: datetime) -> str:
 class CalloutService:
     """The callout's identity and statistics as a NATS micro service.
 
-    Use it as a pipeline observer (``callout_router(..., service=...)`` attaches
-    it) and read :meth:`ping`, :meth:`info`, :meth:`stats` or answer the
-    ``$SRV`` requests with :func:`add_discovery_subscribers`.
+    Use it as a pipeline observer (``ObserverProvider(service)``,
+    ``observe(pipeline, service)``) and read :meth:`ping`, :meth:`info`,
+    :meth:`stats`, or answer the ``$SRV`` requests with :func:`discovery_router`.
 
     Args:
         name: the service name shared by all instances (letters, digits, ``-``, ``_``).
@@ -79,7 +85,8 @@ class CalloutService:
         description: shown by ``$SRV.INFO``.
         metadata: string pairs shown in every response.
         id: this instance's id; a random 22-character one by default.
-        subject, queue_group: the callout endpoint as reported (the router sets them).
+        subject, queue_group: the callout endpoint as reported: ``callout_router``'s
+            ``subject`` and ``queue`` (the defaults are the same).
 
     """
 
@@ -91,8 +98,8 @@ class CalloutService:
         description: str = "NATS auth callout service",
         metadata: Mapping[str, str] | None = None,
         id: str | None = None,  # noqa: A002 - the protocol's field name
-        subject: str = "$SYS.REQ.USER.AUTH",
-        queue_group: str = "faststream-callout",
+        subject: str = AUTH_CALLOUT_SUBJECT,
+        queue_group: str = DEFAULT_QUEUE,
     ) -> None:
         version = version or _package_version()
         if not _NAME.match(name):
@@ -198,13 +205,23 @@ async def _raw(message: StreamMessage[Any]) -> bytes:
     return body
 
 
-def add_discovery_subscribers(
-    router: NatsRouter, service: CalloutService, *, include_in_schema: bool = True
-) -> None:
-    """Answer the ``$SRV`` PING, INFO and STATS requests on ``router``.
+def discovery_router(service: CalloutService, *, include_in_schema: bool = True) -> NatsRouter:
+    """Build a fresh :class:`NatsRouter` answering the ``$SRV`` PING, INFO and STATS requests.
+
+    Include it into the callout's broker (its user must be allowed to subscribe to
+    ``$SRV.>``; anyone in the callout account then sees the service's name and
+    version). ``service`` must also observe the pipeline's decisions, or its
+    statistics stay at zero: ``ObserverProvider(service)`` in the container, or
+    ``observe(pipeline, service)``.
 
     No queue group: every instance answers, as the protocol requires.
+
+    Args:
+        service: the identity and statistics to answer with.
+        include_in_schema: show the subscribers in the AsyncAPI schema.
+
     """
+    router = NatsRouter()
     answers = {"PING": service.ping, "INFO": service.info, "STATS": service.stats}
     for verb, answer in answers.items():
         for subject in service.control_subjects(verb):
@@ -215,6 +232,7 @@ def add_discovery_subscribers(
                 description=f"NATS micro {verb} for the auth callout service.",
                 include_in_schema=include_in_schema,
             )(_answering(answer))
+    return router
 
 
 def _answering(answer: Callable[[], dict[str, Any]]) -> Callable[[bytes], Awaitable[bytes]]:

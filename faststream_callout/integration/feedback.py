@@ -6,7 +6,12 @@ Violation``. It does publish the reason on ``$SYS.ACCOUNT.CLIENT.AUTH.ERR`` in
 the callout account, where the service's own connection can subscribe (SPEC
 1.5). :class:`ServerFeedback` remembers the logins we recently allowed (a
 pipeline observer) and matches those events against them, so "we allowed it
-but the server refused, because ..." is logged and counted.
+but the server refused, because ..." is logged and counted. Two steps add it to a
+service, next to :func:`~faststream_callout.integration.router.callout_router`::
+
+    feedback = ServerFeedback()
+    container = make_async_container(..., ObserverProvider(feedback))  # sees the decisions
+    broker.include_router(feedback_router(feedback))                   # sees the events
 
 What is matched: the event (``io.nats.server.advisory.v1.client_disconnect``)
 carries no ``user_nkey``. It carries ``server.id`` (the server's public key,
@@ -36,7 +41,7 @@ __all__ = [
     "GrantedLogin",
     "ServerFeedback",
     "ServerRefusal",
-    "add_feedback_subscriber",
+    "feedback_router",
 ]
 
 AUTH_ERROR_SUBJECT: Final = "$SYS.ACCOUNT.CLIENT.AUTH.ERR"
@@ -67,9 +72,9 @@ class ServerRefusal:
 class ServerFeedback:
     """Remembers allowed logins and reports those nats-server then refused.
 
-    Feed it decisions (it is a pipeline observer: ``observers=[feedback]``, or
-    ``callout_router(..., feedback=feedback)`` attaches it) and auth-error events
-    (:meth:`handle_event`, or the subscriber :func:`add_feedback_subscriber` adds).
+    Feed it decisions (it is a pipeline observer: ``ObserverProvider(feedback)``,
+    ``observe(pipeline, feedback)`` or ``CalloutPipeline(..., observers=[feedback])``)
+    and auth-error events (:meth:`handle_event`, called by :func:`feedback_router`).
 
     Args:
         ttl: seconds an allowed login is remembered. The server publishes its
@@ -204,14 +209,24 @@ async def _raw(message: StreamMessage[Any]) -> bytes:
     return body
 
 
-def add_feedback_subscriber(
-    router: NatsRouter, feedback: ServerFeedback, *, include_in_schema: bool = True
-) -> None:
-    """Subscribe ``router`` to the auth-error events and feed them to ``feedback``.
+def feedback_router(feedback: ServerFeedback, *, include_in_schema: bool = True) -> NatsRouter:
+    """Build a fresh :class:`NatsRouter` that feeds nats-server's auth-error events to ``feedback``.
+
+    Include it into the callout's broker (the events are published in the callout
+    account, on ``$SYS.ACCOUNT.CLIENT.AUTH.ERR``, which its user must be allowed to
+    subscribe to). ``feedback`` must also observe the pipeline's decisions, or it
+    matches nothing: ``ObserverProvider(feedback)`` in the container, or
+    ``observe(pipeline, feedback)``.
 
     No queue group: every instance sees every event, and only the one that
     allowed the login knows it.
+
+    Args:
+        feedback: the :class:`ServerFeedback` that matches the events.
+        include_in_schema: show the subscriber in the AsyncAPI schema.
+
     """
+    router = NatsRouter()
 
     @router.subscriber(
         AUTH_ERROR_SUBJECT,
@@ -222,3 +237,5 @@ def add_feedback_subscriber(
     )
     async def server_feedback(body: bytes) -> None:
         feedback.handle_event(body)
+
+    return router

@@ -1,32 +1,38 @@
-"""The FastStream face: a router factory holding the auth subscriber."""
+"""The FastStream face: a router factory holding the auth subscriber.
+
+FastStream internals (the lean dispatch) live in :mod:`._faststream`; this module uses
+FastStream's public API only.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, cast, get_args
 
 from dishka import AsyncContainer
+from faststream import StreamMessage
 from faststream.exceptions import SkipMessage
-from faststream.message import StreamMessage
 from faststream.nats import NatsRouter
-from faststream.nats.subscriber.usecases.core_subscriber import CoreSubscriber
 
-from faststream_callout.core.pipeline import NO_REPLY, CalloutPipeline, Decision
-from faststream_callout.integration.discovery import CalloutService, add_discovery_subscribers
-from faststream_callout.integration.feedback import ServerFeedback, add_feedback_subscriber
-from faststream_callout.integration.observers import observe
+from faststream_callout.core.pipeline import NO_REPLY, CalloutPipeline
+from faststream_callout.integration._faststream import Dispatch, take_over
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-__all__ = ["AUTH_CALLOUT_SUBJECT", "XKEY_HEADER", "CalloutMessage", "Dispatch", "callout_router"]
-
-Dispatch = Literal["auto", "direct", "framework"]
+__all__ = [
+    "AUTH_CALLOUT_SUBJECT",
+    "DEFAULT_QUEUE",
+    "XKEY_HEADER",
+    "CalloutMessage",
+    "Dispatch",
+    "callout_router",
+]
 
 AUTH_CALLOUT_SUBJECT: Final = "$SYS.REQ.USER.AUTH"
+DEFAULT_QUEUE: Final = "faststream-callout"
 XKEY_HEADER: Final = "Nats-Server-Xkey"
 logger: Final = logging.getLogger("faststream_callout")
 
@@ -74,142 +80,54 @@ async def _decode(message: StreamMessage[Any]) -> CalloutMessage:
     return CalloutMessage(message.body, message.headers)
 
 
-class _PipelineSource:
-    __slots__ = ("_container", "_observers", "pipeline")
+def _sendable(reply: bytes) -> bytes | None:
+    """The reply to send, or ``None`` when the policy dropped the request (send nothing).
 
-    def __init__(
-        self,
-        source: AsyncContainer | CalloutPipeline,
-        observers: Sequence[Callable[[Decision], object]],
-    ) -> None:
-        self._observers = observers  # attached to the pipeline once there is one
-        self.pipeline = observe(source, *observers) if isinstance(source, CalloutPipeline) else None
-        self._container = None if isinstance(source, CalloutPipeline) else source
-
-    async def get(self) -> CalloutPipeline:
-        if self.pipeline is None and self._container is not None:
-            self.pipeline = observe(await self._container.get(CalloutPipeline), *self._observers)
-        if self.pipeline is None:
-            raise RuntimeError("no pipeline source")
-        return self.pipeline
-
-    async def reply(self, body: bytes, server_xkey: str | None) -> bytes:
-        """The pipeline's reply; an empty body (a denial) when there is no pipeline."""
-        try:
-            pipeline = self.pipeline or await self.get()
-        except Exception:
-            # Without a pipeline nothing can be signed: an empty body denies.
-            logger.exception("cannot build the auth callout pipeline; denying")
-            return b""
-        return await pipeline(body, server_xkey)
-
-
-class _CalloutSubscriber(CoreSubscriber):
-    """The auth subscriber with its own lean, bounded-concurrency dispatch.
-
-    FastStream's per-message path (context scopes, middleware stack, parser,
-    fast-depends call, response publisher) costs more than the whole pipeline,
-    and its concurrent subscriber adds a memory stream and a task group on top.
-    Here nats-py's callback starts one task per request (at most
-    ``max_workers`` at once, then it waits: back-pressure into nats-py's
-    pending queue). The task runs the pipeline and publishes the reply itself
-    (``direct``), or hands the message to FastStream's ``consume`` when broker
-    or router middlewares must see it (``framework``; ``auto`` picks that when
-    any are configured). TestNatsBroker calls ``process_message`` and is
-    unaffected.
+    The one place the router reads the pipeline's drop marker.
     """
+    return None if reply is NO_REPLY else reply
 
-    __slots__ = ()
 
-    _callout_dispatch: Dispatch
-    _callout_source: _PipelineSource
-    _callout_slots: asyncio.Semaphore
-    _callout_tasks: set[asyncio.Task[None]]
-    _callout_direct: bool
-    max_workers: int
+class _PipelineSource:
+    """The pipeline, given or resolved from the container on the first request."""
 
-    def setup_dispatch(self, dispatch: Dispatch, source: _PipelineSource, workers: int) -> None:
-        """Set the dispatch (called once, right after the class swap)."""
-        self.max_workers = workers
-        self._callout_dispatch = dispatch
-        self._callout_source = source
-        self._callout_slots = asyncio.Semaphore(workers)
-        self._callout_tasks = set()
-        self._callout_direct = dispatch != "framework"
+    __slots__ = ("_source", "pipeline")
 
-    @property
-    def dispatch(self) -> Dispatch:
-        """The dispatch asked for (``auto`` is resolved when the subscription starts)."""
-        return self._callout_dispatch
+    def __init__(self, source: AsyncContainer | CalloutPipeline) -> None:
+        self.pipeline = source if isinstance(source, CalloutPipeline) else None
+        self._source = source
 
-    @property
-    def direct(self) -> bool:
-        """Whether requests bypass FastStream's per-message path."""
-        return self._callout_direct
+    async def reply(self, body: bytes, server_xkey: str | None) -> bytes | None:
+        """The reply to send (an empty body, a denial, when there is no pipeline)."""
+        pipeline = self.pipeline
+        if pipeline is None:  # then the source is a container
+            try:
+                container = cast("AsyncContainer", self._source)
+                pipeline = self.pipeline = await container.get(CalloutPipeline)
+            except Exception:
+                # Without a pipeline nothing can be signed: an empty body denies.
+                logger.exception("cannot build the auth callout pipeline; denying")
+                return b""
+        return _sendable(await pipeline(body, server_xkey))
 
-    async def _create_subscription(self) -> None:
-        if self.subscription:
-            return
-        # Decided at start: only then are the broker's middlewares known.
-        self._callout_direct = self._callout_dispatch == "direct" or (
-            self._callout_dispatch == "auto" and not self._broker_middlewares
-        )
-        self.subscription = await self.connection.subscribe(
-            subject=self.subject.broker_address,
-            queue=self.queue,
-            cb=self._on_request,
-            **self.extra_options,
-        )
+    def answer(self, msg: Msg) -> Awaitable[bytes | None]:
+        """The reply to a raw request (the direct dispatch)."""
+        # Not a coroutine itself: one coroutine per request fewer on the hot path.
+        headers = msg.headers
+        return self.reply(msg.data, headers.get(XKEY_HEADER) if headers else None)
 
-    async def _on_request(self, msg: Msg) -> None:
-        if not self.running:
-            return
-        await self._callout_slots.acquire()
-        task = asyncio.get_running_loop().create_task(self._serve(msg))
-        self._callout_tasks.add(task)
-        task.add_done_callback(self._callout_tasks.discard)
-
-    async def _serve(self, msg: Msg) -> None:
-        try:
-            if not self._callout_direct:
-                await self.consume(msg)
-                return
-            headers = msg.headers
-            xkey = headers.get(XKEY_HEADER) if headers else None
-            reply = await self._callout_source.reply(msg.data, xkey)
-            if msg.reply and reply is not NO_REPLY:  # dropped by the policy: send nothing
-                await self.connection.publish(msg.reply, reply)
-        except Exception:
-            # The pipeline never raises; this is the connection failing under us.
-            logger.exception("could not answer an auth callout request")
-        finally:
-            self._callout_slots.release()
-
-    async def stop(self) -> None:
-        """Unsubscribe, then let requests in flight finish so their replies go out."""
-        await super().stop()
-        tasks = list(self._callout_tasks)
-        if not tasks:
-            return
-        timeout = self._outer_config.graceful_timeout
-        pipeline = self._callout_source.pipeline
-        if pipeline is not None:  # past nats-server's own deadline nobody waits for a reply
-            limit = pipeline.settings.auth_timeout
-            timeout = limit if timeout is None else min(timeout, limit)
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
+    def drain_limit(self) -> float | None:
+        """nats-server's deadline for a reply, once the pipeline is known."""
+        return None if self.pipeline is None else self.pipeline.settings.auth_timeout
 
 
 def callout_router(
     source: AsyncContainer | CalloutPipeline,
     *,
     subject: str = AUTH_CALLOUT_SUBJECT,
-    queue: str = "faststream-callout",
+    queue: str = DEFAULT_QUEUE,
     max_workers: int = 32,
     include_in_schema: bool = True,
-    feedback: ServerFeedback | bool = False,
-    service: CalloutService | str | None = None,
     dispatch: Dispatch = "auto",
 ) -> NatsRouter:
     """Build a fresh :class:`NatsRouter` that answers auth callout requests.
@@ -217,6 +135,9 @@ def callout_router(
     Include it into the broker that connects as the callout account's auth
     user: ``broker.include_router(callout_router(container))``. Every call
     returns a new router, because including a router into a broker moves it.
+    Server feedback and discovery are routers of their own
+    (:func:`~faststream_callout.integration.feedback.feedback_router`,
+    :func:`~faststream_callout.integration.discovery.discovery_router`).
 
     Args:
         source: a Dishka container providing :class:`CalloutPipeline` (see
@@ -225,20 +146,13 @@ def callout_router(
         queue: the queue group, so several instances share the load.
         max_workers: requests handled concurrently per instance (lookups wait on I/O).
         include_in_schema: show the subscriber in the AsyncAPI schema.
-        feedback: also log why nats-server refused logins we allowed (see
-            :class:`ServerFeedback`; ``True`` for a default one). Off by default:
-            it subscribes to ``$SYS.ACCOUNT.CLIENT.AUTH.ERR``.
-        service: also answer ``$SRV.PING/INFO/STATS`` as a NATS micro service of
-            this name (or this :class:`CalloutService`). Off by default: it
-            subscribes to ``$SRV.>`` subjects and shows name and version to the
-            callout account.
         dispatch: how requests reach the pipeline. ``direct``: straight from
             nats-py to the pipeline, the reply published by us, no FastStream
             per-message machinery (several times cheaper than the pipeline's own
             work). ``framework``: through FastStream's ``consume`` (broker and
             router middlewares such as OpenTelemetry or Prometheus see every
             request). ``auto`` (default): ``framework`` when the broker has
-            middlewares, else ``direct``.
+            middlewares, else ``direct``. ``TestNatsBroker`` takes the same path.
 
     """
     if not isinstance(source, AsyncContainer | CalloutPipeline):
@@ -248,18 +162,10 @@ def callout_router(
         )
     if max_workers < 1:
         raise ValueError("max_workers must be at least 1")
-    if dispatch not in ("auto", "direct", "framework"):
+    if dispatch not in get_args(Dispatch):
         raise ValueError(f"dispatch must be 'auto', 'direct' or 'framework', not {dispatch!r}")
+    pipelines = _PipelineSource(source)
     router = NatsRouter()
-    if feedback is True:
-        feedback = ServerFeedback()
-    if isinstance(service, str):
-        service = CalloutService(service)
-    if service is not None:  # report the endpoint this router really serves
-        service.subject, service.queue_group = subject, queue
-    extras = [x for x in (feedback, service) if isinstance(x, ServerFeedback | CalloutService)]
-    pipelines = _PipelineSource(source, extras)
-
     subscriber = router.subscriber(
         subject,
         queue=queue,
@@ -268,22 +174,21 @@ def callout_router(
         description="Answers nats-server authorization requests with signed responses.",
         include_in_schema=include_in_schema,
     )
-    if type(subscriber) is not CoreSubscriber:  # a FastStream change we must notice
-        raise RuntimeError(f"unexpected FastStream subscriber {type(subscriber).__name__}")
-    # Same slots, one method set more: the dispatch above replaces FastStream's.
-    subscriber.__class__ = _CalloutSubscriber
-    cast("_CalloutSubscriber", subscriber).setup_dispatch(dispatch, pipelines, max_workers)
 
     @subscriber
     async def authorize(message: CalloutMessage) -> bytes:
-        # Takes only the decoded message: each framework parameter would cost a thread hop.
+        # The framework dispatch. Takes only the decoded message: each framework
+        # parameter would cost a thread hop.
         reply = await pipelines.reply(message.body, message.server_xkey)
-        if reply is NO_REPLY:  # dropped by the policy: FastStream sends any return value
+        if reply is None:  # FastStream sends any return value, even None
             raise SkipMessage
         return reply
 
-    if isinstance(feedback, ServerFeedback):
-        add_feedback_subscriber(router, feedback, include_in_schema=include_in_schema)
-    if service is not None:
-        add_discovery_subscribers(router, service, include_in_schema=include_in_schema)
+    take_over(
+        subscriber,
+        pipelines.answer,
+        dispatch=dispatch,
+        max_workers=max_workers,
+        drain_limit=pipelines.drain_limit,
+    )
     return router
