@@ -14,7 +14,7 @@ from faststream.message import StreamMessage
 from faststream.nats import NatsRouter
 from faststream.nats.subscriber.usecases.core_subscriber import CoreSubscriber
 
-from faststream_callout.core.pipeline import NO_REPLY, CalloutPipeline, Decision
+from faststream_callout.core.pipeline import CalloutPipeline, Decision
 from faststream_callout.integration.discovery import CalloutService, add_discovery_subscribers
 from faststream_callout.integration.feedback import ServerFeedback, add_feedback_subscriber
 from faststream_callout.integration.observers import observe
@@ -93,8 +93,8 @@ class _PipelineSource:
             raise RuntimeError("no pipeline source")
         return self.pipeline
 
-    async def reply(self, body: bytes, server_xkey: str | None) -> bytes:
-        """The pipeline's reply; an empty body (a denial) when there is no pipeline."""
+    async def reply(self, body: bytes, server_xkey: str | None) -> bytes | None:
+        """The pipeline's reply (``None``: send nothing); an empty body (a denial) without one."""
         try:
             pipeline = self.pipeline or await self.get()
         except Exception:
@@ -177,7 +177,7 @@ class _CalloutSubscriber(CoreSubscriber):
             headers = msg.headers
             xkey = headers.get(XKEY_HEADER) if headers else None
             reply = await self._callout_source.reply(msg.data, xkey)
-            if msg.reply and reply is not NO_REPLY:  # dropped by the policy: send nothing
+            if msg.reply and reply is not None:  # None: dropped by the policy, send nothing
                 await self.connection.publish(msg.reply, reply)
         except Exception:
             # The pipeline never raises; this is the connection failing under us.
@@ -278,7 +278,7 @@ def callout_router(
     async def authorize(message: CalloutMessage) -> bytes:
         # Takes only the decoded message: each framework parameter would cost a thread hop.
         reply = await pipelines.reply(message.body, message.server_xkey)
-        if reply is NO_REPLY:  # dropped by the policy: FastStream sends any return value
+        if reply is None:  # dropped by the policy: FastStream sends any return value
             raise SkipMessage
         return reply
 
