@@ -72,14 +72,19 @@ __all__ = [
     "Unsigned",
     "authorize",
     "call_port",
+    "callout_request",
     "claims_problems",
+    "client_label",
     "decision_budget",
     "decode_request",
     "expiry",
+    "granted",
     "identify",
     "issue",
     "open_request",
     "placement_problem",
+    "raw_user",
+    "refused",
     "respond",
     "seal",
     "seal_problems",
@@ -285,8 +290,8 @@ def _for_this_account(exchange: Exchange) -> str | None:
     return None
 
 
-ClaimsCheck = Callable[[AuthorizationRequestClaims, float], "str | None"]
-SealCheck = Callable[[Exchange], "str | None"]
+ClaimsCheck = Callable[[AuthorizationRequestClaims, float], str | None]
+SealCheck = Callable[[Exchange], str | None]
 
 #: Checks of the signed request claims at a Unix time: name -> the problem, or None.
 CLAIMS_CHECKS: Final[tuple[tuple[str, ClaimsCheck], ...]] = (
