@@ -31,11 +31,13 @@ from faststream.security import SASLPlaintext
 from natstools import settle
 
 from faststream_callout import KeyPair, SigningKeys, XKeyPair, callout_router
-from faststream_callout.core.pipeline import CalloutPipeline
+from faststream_callout.core.env import signing_keys_from_env
+from faststream_callout.core.pipeline import CalloutPipeline, Decision, Outcome
 from faststream_callout.protocol.operator import creds, user_jwt
 from faststream_callout.testing.local_server import LocalNatsServer, free_port
 from faststream_callout.tools.cli import main
-from faststream_callout.tools.doctor import Report, Status, _may_publish, _may_subscribe, diagnose
+from faststream_callout.tools.doctor import Report, Status, diagnose
+from faststream_callout.tools.doctor.permissions import may_publish, may_subscribe
 from faststream_callout.tools.natsconf import NatsConfigError, load, option, parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,6 +256,59 @@ async def test_watching_takes_no_request_from_the_service(
 
 
 # -- the service's keys against the server --------------------------------------------------------
+
+
+async def test_doctor_agrees_with_the_pipeline_during_a_key_rotation(
+    deployment: tuple[Setup, LocalNatsServer],
+) -> None:
+    """The server already uses the *next* issuer and xkey: the service answers, doctor agrees.
+
+    The keys are those of CALLOUT_NEXT_ISSUER_SEED and CALLOUT_NEXT_XKEY_SEED: the
+    pipeline opens requests with either xkey and answers with the issuer the
+    request names, so doctor must open and verify them the same way.
+    """
+    setup, server = deployment
+    assert setup.xkey is not None
+    previous_issuer, previous_xkey = KeyPair.create_account(), XKeyPair.generate()
+    keys = signing_keys_from_env(
+        {
+            "CALLOUT_ISSUER_SEED": previous_issuer.seed,
+            "CALLOUT_NEXT_ISSUER_SEED": setup.issuer.seed,
+            "CALLOUT_XKEY_SEED": previous_xkey.seed,
+            "CALLOUT_NEXT_XKEY_SEED": setup.xkey.seed,
+        }
+    )
+    decisions: list[Decision] = []
+    pipeline = CalloutPipeline(
+        keys, TableLookup(), TablePermissions(), observers=[decisions.append]
+    )
+    broker = NatsBroker(
+        server.url,
+        security=SASLPlaintext(username=setup.service_user, password=setup.service_password),
+        logger=None,
+    )
+    broker.include_router(callout_router(pipeline))
+    await broker.start()
+    await settle(broker.connection)
+    try:
+        client = await nats.connect(
+            server.url, user="alice", password="alice-pw", allow_reconnect=False, error_cb=quiet
+        )
+        await client.close()
+        report = await run_doctor(setup, server, keys)
+    finally:
+        await broker.stop()
+    # The pipeline verified every request: alice got in, the doctor's probe was denied.
+    assert [d.outcome for d in decisions] == [Outcome.ALLOWED, Outcome.DENIED]
+    # ... and the doctor, opening and verifying the same way, finds nothing wrong.
+    assert report.ok, report.format()
+    assert {f.status for f in report.findings} == {Status.OK}, report.format()
+    for check in ("issuer", "xkey", "request.xkey", "request.verify", "request.issuer"):
+        assert statuses(report)[check] == ["OK"], report.format()
+    assert report.config_snippet == ""
+    assert_clean(report, setup)
+    assert previous_issuer.seed not in report.to_json()
+    assert previous_xkey.seed not in report.to_json()
 
 
 async def test_wrong_issuer_fails_with_expected_and_actual_key(
@@ -812,21 +867,21 @@ def test_config_reader_reads_what_local_server_writes() -> None:
 
 
 def test_permission_rules_match_nats_server() -> None:
-    assert _may_subscribe({}, AUTH, "q") == (True, "")
+    assert may_subscribe({}, AUTH, "q") == (True, "")
     wildcard = {"subscribe": {"allow": ["$SYS.REQ.USER.*"]}}
-    assert _may_subscribe(wildcard, AUTH, "q")[0]
-    assert not _may_subscribe({"subscribe": {"allow": ["$SYS.REQ.>"], "deny": [AUTH]}}, AUTH, "q")[
+    assert may_subscribe(wildcard, AUTH, "q")[0]
+    assert not may_subscribe({"subscribe": {"allow": ["$SYS.REQ.>"], "deny": [AUTH]}}, AUTH, "q")[
         0
     ]
     queued = {"subscribe": {"allow": [f"{AUTH} q"]}}
-    assert _may_subscribe(queued, AUTH, "q")[0]
-    assert not _may_subscribe(queued, AUTH, "")[0]  # plain subscriptions: not covered
-    assert not _may_subscribe(queued, AUTH, "other")[0]
-    assert not _may_subscribe({"subscribe": {"deny": [f"{AUTH} q"]}}, AUTH, "q")[0]
-    assert _may_subscribe({"subscribe": {"deny": [f"{AUTH} q"]}}, AUTH, "other")[0]
-    assert _may_publish({"publish": {"allow": ["$SYS._INBOX.>"]}}, "$SYS._INBOX.a.b")[0]
-    assert not _may_publish({"publish": {"allow": ["_INBOX.>"]}}, "$SYS._INBOX.a.b")[0]
-    assert not _may_publish({"publish": {"deny": [">"]}}, "$SYS._INBOX.a.b")[0]
+    assert may_subscribe(queued, AUTH, "q")[0]
+    assert not may_subscribe(queued, AUTH, "")[0]  # plain subscriptions: not covered
+    assert not may_subscribe(queued, AUTH, "other")[0]
+    assert not may_subscribe({"subscribe": {"deny": [f"{AUTH} q"]}}, AUTH, "q")[0]
+    assert may_subscribe({"subscribe": {"deny": [f"{AUTH} q"]}}, AUTH, "other")[0]
+    assert may_publish({"publish": {"allow": ["$SYS._INBOX.>"]}}, "$SYS._INBOX.a.b")[0]
+    assert not may_publish({"publish": {"allow": ["_INBOX.>"]}}, "$SYS._INBOX.a.b")[0]
+    assert not may_publish({"publish": {"deny": [">"]}}, "$SYS._INBOX.a.b")[0]
 
 
 async def test_queue_rules_agree_with_the_server() -> None:
@@ -848,6 +903,6 @@ async def test_queue_rules_agree_with_the_server() -> None:
                 await settle(client)
                 refused = any("permissions violation" in e.lower() for e in errors)
                 permissions = {"subscribe": {"allow": [f"{AUTH} q1"]}}
-                assert _may_subscribe(permissions, AUTH, queue)[0] is not refused, queue
+                assert may_subscribe(permissions, AUTH, queue)[0] is not refused, queue
         finally:
             await client.close()

@@ -23,7 +23,7 @@ from faststream_callout import (
     SigningKeys,
     callout_router,
 )
-from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.core.pipeline import Decision, Outcome, log_decision
 from faststream_callout.integration.cache import DecisionCache
 from faststream_callout.integration.metrics import PrometheusMetrics
 from faststream_callout.integration.observers import ObserverProvider, observe
@@ -88,7 +88,7 @@ async def test_decisions_are_counted_and_timed_by_outcome(
 ) -> None:
     metrics = PrometheusMetrics(registry)
     pipeline = metrics.instrument(CalloutPipeline(keys, Lookup(), Permissions()))
-    assert pipeline.observers == [metrics]
+    assert pipeline.observers == [log_decision, metrics]  # the decision log comes first
 
     for _ in range(3):
         assert (await decide(pipeline, server, user="alice", password="alice-pw")).allowed
@@ -173,19 +173,21 @@ async def test_enabled_with_dishka(
         assert [d.outcome.value for d in seen] == ["allowed"]
         # Attaching twice changes nothing.
         observe(pipeline, metrics, seen.append)
-        assert len(pipeline.observers) == 2
+        assert pipeline.observers == [log_decision, metrics, seen.append]
     finally:
         await container.close()
 
 
 async def test_off_by_default(keys: SigningKeys, server: FakeServer) -> None:
+    # Only the decision log observes a pipeline unless told otherwise.
     pipeline = CalloutPipeline(keys, Lookup(), Permissions())
-    assert pipeline.observers == []
+    assert pipeline.observers == [log_decision]
+    assert CalloutPipeline(keys, Lookup(), Permissions(), decision_log=None).observers == []
     container = make_async_container(
         CalloutProvider(), PolicyProvider(keys=keys, lookup=Lookup(), permissions=Permissions())
     )
     try:
-        assert (await container.get(CalloutPipeline)).observers == []
+        assert (await container.get(CalloutPipeline)).observers == [log_decision]
     finally:
         await container.close()
 

@@ -34,7 +34,7 @@ from faststream_callout import (
     callout_router,
 )
 from faststream_callout.core.errors import Drop, InvalidJWTError, InvalidKeyError
-from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.core.pipeline import Decision, Outcome, log_decision
 from faststream_callout.core.throttle import (
     MemoryThrottle,
     NoThrottle,
@@ -1033,7 +1033,8 @@ async def test_attempts_for_one_user_take_turns_others_do_not_wait(
         if m.claims.nats.connect_opts.user == "alice"
     ]
     assert [d.outcome for d in alice] == [Outcome.ALLOWED] * 5  # right password: all in
-    assert pipeline._turns == {}  # nothing left behind
+    assert pipeline._gate is not None
+    assert pipeline._gate.pending == 0  # nothing left behind
 
 
 async def test_waiting_for_a_turn_past_the_deadline_is_a_timeout(
@@ -1051,7 +1052,8 @@ async def test_waiting_for_a_turn_past_the_deadline_is_a_timeout(
     assert first.outcome is Outcome.TIMEOUT
     assert second.outcome is Outcome.TIMEOUT
     assert lookup.calls == 1  # the second never got its turn
-    assert pipeline._turns == {}
+    assert pipeline._gate is not None
+    assert pipeline._gate.pending == 0
 
 
 # --- decision log --------------------------------------------------------------------
@@ -1202,6 +1204,33 @@ async def test_no_record_when_the_decision_logger_is_off(
         decisions_logger.setLevel(level)
         decisions_logger.disabled = disabled
     assert [r for r in caplog.records if r.name == DECISIONS] == []
+
+
+async def test_the_decision_log_is_an_observer_that_can_be_replaced_or_removed(
+    keys: SigningKeys, server: FakeServer, decision_records: Callable[[], list[logging.LogRecord]]
+) -> None:
+    decision_records()
+    audit: list[Decision] = []
+    replaced = CalloutPipeline(
+        keys, Lookup(), Builder(), decision_log=audit.append, clock=lambda: T
+    )
+    removed = CalloutPipeline(keys, Lookup(), Builder(), decision_log=None, clock=lambda: T)
+    assert replaced.observers == [audit.append]
+    assert removed.observers == []
+    for pipeline in (replaced, removed):
+        _, decision, verdict = await login(pipeline, server)
+        assert decision.allowed
+        assert verdict.allowed, verdict.reason
+    assert [d.outcome for d in audit] == [Outcome.ALLOWED]
+    assert decision_records() == []  # neither logged
+    # The default one is a plain list entry too: removing it silences the log.
+    default = make(keys)
+    assert default.observers == [log_decision]
+    await login(default, server)
+    assert len(decision_records()) == 1
+    default.observers.remove(log_decision)
+    await login(default, server)
+    assert decision_records() == []
 
 
 async def test_observers_see_every_decision(keys: SigningKeys, server: FakeServer) -> None:

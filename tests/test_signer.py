@@ -34,7 +34,7 @@ from faststream_callout import (
     callout_router,
 )
 from faststream_callout.core.errors import Drop, SignerError
-from faststream_callout.core.pipeline import NO_REPLY, Decision, Outcome
+from faststream_callout.core.pipeline import Decision, Outcome
 from faststream_callout.core.signing import Signer, external_signature, sign_jwt
 from faststream_callout.core.throttle import MemoryThrottle
 from faststream_callout.integration.metrics import PrometheusMetrics
@@ -280,7 +280,7 @@ async def test_invalid_signature_is_never_sent(
         decision, verdict = await judge(pipeline, server, minted)
     assert decision.outcome is Outcome.SIGNER_FAILED
     assert decision.reply == b""  # an empty body: nats-server's unsigned denial
-    assert decision.reply is not NO_REPLY  # ... and it is sent, so the client is refused now
+    assert decision.reply is not None  # ... and it is sent, so the client is refused now
     assert not decision.allowed
     assert not verdict.allowed
     assert verdict.reason == 'auth callout violation: "no reason supplied"'
@@ -477,9 +477,8 @@ async def test_drop_sends_no_reply_and_is_observed(
         decision, verdict = await judge(pipeline, server, minted)
         reply = await pipeline(minted.body)
     assert decision.outcome is Outcome.DROPPED
-    assert decision.reply is NO_REPLY
-    assert reply is NO_REPLY
-    assert reply == b""
+    assert decision.reply is None  # nothing to send
+    assert reply is None
     assert not decision.allowed
     assert decision.reason == (
         "abusive client" if where == "lookup" else "another service answers this one"

@@ -1,4 +1,4 @@
-"""The core layer: the request pipeline, signing keys, the throttle, the policy ports and errors.
+"""The core layer: the pipeline and its stages, signing keys, the throttle, policy ports, errors.
 
 It imports only the protocol layer; FastStream and Dishka live one layer up.
 """
@@ -19,11 +19,11 @@ from faststream_callout.core.errors import (
     SignerError,
 )
 from faststream_callout.core.pipeline import (
-    NO_REPLY,
     CalloutPipeline,
     CalloutSettings,
     Decision,
     Outcome,
+    log_decision,
 )
 from faststream_callout.core.policy import (
     Grant,
@@ -45,7 +45,6 @@ from faststream_callout.core.throttle import (
 )
 
 __all__ = [
-    "NO_REPLY",
     "CalloutError",
     "CalloutMode",
     "CalloutPipeline",
@@ -70,5 +69,6 @@ __all__ = [
     "Throttle",
     "ThrottlePolicy",
     "UserSigner",
+    "log_decision",
     "signing_keys_from_env",
 ]

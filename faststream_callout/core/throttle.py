@@ -4,20 +4,38 @@ Failures are counted per *subject* (a user name, nkey or token fingerprint) and
 per client host, with separate allowances: a host may be a NAT gateway in front
 of many honest users, so it gets more room than one user name. A throttled
 attempt is denied before the identity lookup runs, so it costs almost nothing.
+
+:class:`ThrottleGate` is how the pipeline uses a :class:`Throttle`: it lets the
+attempts for one subject take turns, and keeps a broken store from locking
+anyone out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final, Protocol, TypeVar, runtime_checkable
 
+from faststream_callout.core.errors import Denied
+from faststream_callout.core.policy import resolve_by
 from faststream_callout.protocol.claims import AuthorizationRequest
 
-__all__ = ["MemoryThrottle", "NoThrottle", "Throttle", "ThrottlePolicy", "throttle_keys"]
+__all__ = [
+    "MemoryThrottle",
+    "NoThrottle",
+    "Throttle",
+    "ThrottleGate",
+    "ThrottlePolicy",
+    "throttle_keys",
+]
+
+logger: Final = logging.getLogger("faststream_callout")
+_T = TypeVar("_T")
 
 
 @runtime_checkable
@@ -174,3 +192,109 @@ class NoThrottle:
 
     def succeeded(self, keys: Iterable[str]) -> None:
         """Ignored."""
+
+
+@dataclass(slots=True)
+class _Turn:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting; the entry goes when it drops to 0
+
+
+class ThrottleGate:
+    """Puts a :class:`Throttle` in front of the identity lookup.
+
+    Attempts for one subject (user name, nkey, token) take turns from the
+    throttle check until their failure is counted, so concurrent guesses cannot
+    all pass the check before the first failure is recorded; attempts for
+    different subjects never wait for each other. A throttle that raises is
+    logged and ignored: a broken store must not lock everyone out.
+
+    Args:
+        throttle: the failure counts.
+
+    """
+
+    __slots__ = ("_turns", "throttle")
+
+    def __init__(self, throttle: Throttle) -> None:
+        self.throttle = throttle
+        self._turns: dict[str, _Turn] = {}  # subjects with an attempt under way
+
+    @property
+    def pending(self) -> int:
+        """Subjects with an attempt under way (holding or waiting for their turn)."""
+        return len(self._turns)
+
+    async def admit(
+        self, keys: list[str], deadline: float, lookup: Callable[[], Awaitable[_T]]
+    ) -> _T | None:
+        """Run ``lookup`` unless ``keys`` are throttled; ``None`` when they are.
+
+        A :class:`~faststream_callout.Denied` from the lookup is counted as a
+        failed attempt (by ``deadline``) before it propagates.
+
+        Raises:
+            TimeoutError: the loop time ``deadline`` passed, waiting for the turn,
+                the throttle or the lookup.
+
+        """
+        subject = keys[0] if keys and not keys[0].startswith("host:") else None
+        if subject is not None:
+            await self._take_turn(subject, deadline)
+        try:
+            if keys and await self._blocked(keys, deadline):
+                return None
+            try:
+                return await lookup()
+            except Denied:
+                if keys:
+                    await self._record("failed", keys, deadline)
+                raise
+        finally:
+            if subject is not None:
+                self._end_turn(subject)
+
+    async def succeeded(self, keys: list[str], deadline: float) -> None:
+        """Record a successful login for ``keys`` by ``deadline`` (a failing store is logged)."""
+        if keys:
+            await self._record("succeeded", keys, deadline)
+
+    async def _blocked(self, keys: list[str], deadline: float) -> bool:
+        try:
+            wait = await resolve_by(deadline, self.throttle.blocked(keys))
+        except Exception:
+            logger.exception("throttle failed; not throttling")
+            return False
+        return isinstance(wait, int | float) and wait > 0
+
+    async def _record(self, event: str, keys: list[str], deadline: float) -> None:
+        # Errors and a store that misses the deadline are logged: the decision stands.
+        try:
+            await resolve_by(deadline, getattr(self.throttle, event)(keys))
+        except Exception:
+            logger.exception("throttle failed to record a %s login", event)
+
+    async def _take_turn(self, subject: str, deadline: float) -> None:
+        turn = self._turns.get(subject)
+        if turn is None:
+            turn = self._turns[subject] = _Turn()
+        turn.users += 1
+        try:
+            if turn.lock.locked():  # a timer only when someone else's turn runs
+                async with asyncio.timeout_at(deadline):
+                    await turn.lock.acquire()
+            else:
+                await turn.lock.acquire()
+        except BaseException:
+            self._leave_turn(subject, turn)
+            raise
+
+    def _end_turn(self, subject: str) -> None:
+        turn = self._turns[subject]
+        turn.lock.release()
+        self._leave_turn(subject, turn)
+
+    def _leave_turn(self, subject: str, turn: _Turn) -> None:
+        turn.users -= 1
+        if turn.users == 0:
+            del self._turns[subject]

@@ -48,7 +48,7 @@ class ObserverProvider(Provider):
             ObserverProvider(PrometheusMetrics(), DecisionSpanAttributes()),
         )
 
-    Without it the pipeline has no observers: nothing is measured.
+    Without it the pipeline has only its decision log: nothing is measured.
     """
 
     def __init__(self, *observers: Callable[[Decision], object]) -> None:

@@ -16,7 +16,7 @@ from faststream import StreamMessage
 from faststream.exceptions import SkipMessage
 from faststream.nats import NatsRouter
 
-from faststream_callout.core.pipeline import NO_REPLY, CalloutPipeline
+from faststream_callout.core.pipeline import CalloutPipeline
 from faststream_callout.integration._faststream import Dispatch, take_over
 
 if TYPE_CHECKING:
@@ -80,14 +80,6 @@ async def _decode(message: StreamMessage[Any]) -> CalloutMessage:
     return CalloutMessage(message.body, message.headers)
 
 
-def _sendable(reply: bytes) -> bytes | None:
-    """The reply to send, or ``None`` when the policy dropped the request (send nothing).
-
-    The one place the router reads the pipeline's drop marker.
-    """
-    return None if reply is NO_REPLY else reply
-
-
 class _PipelineSource:
     """The pipeline, given or resolved from the container on the first request."""
 
@@ -108,7 +100,7 @@ class _PipelineSource:
                 # Without a pipeline nothing can be signed: an empty body denies.
                 logger.exception("cannot build the auth callout pipeline; denying")
                 return b""
-        return _sendable(await pipeline(body, server_xkey))
+        return await pipeline(body, server_xkey)  # None: the policy dropped it, send nothing
 
     def answer(self, msg: Msg) -> Awaitable[bytes | None]:
         """The reply to a raw request (the direct dispatch)."""

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import msgspec
 
 from faststream_callout.core.errors import InvalidJWTError, InvalidKeyError
-from faststream_callout.core.pipeline import NO_REPLY
 from faststream_callout.core.signing import ANY_ACCOUNT, CalloutMode, SigningKeys
 from faststream_callout.integration.router import AUTH_CALLOUT_SUBJECT, XKEY_HEADER
 from faststream_callout.protocol import jwt
@@ -296,13 +295,18 @@ class FakeServer:
 
     # -- replies -----------------------------------------------------------------
 
-    def check(self, minted: MintedRequest, reply: bytes, *, now: float | None = None) -> Verdict:
-        """Judge ``reply`` to ``minted`` as nats-server would (SPEC §4)."""
+    def check(
+        self, minted: MintedRequest, reply: bytes | None, *, now: float | None = None
+    ) -> Verdict:
+        """Judge ``reply`` to ``minted`` as nats-server would (SPEC §4).
+
+        ``None`` is no reply at all (a dropped request): the server times out.
+        """
         encrypted = False
         response: AuthorizationResponseClaims | None = None
         user: UserClaims | None = None
         try:
-            if reply is NO_REPLY:  # a dropped request: the server waits out its timeout
+            if reply is None:  # a dropped request: the server waits out its timeout
                 raise _Refused("authorization callout response not received in time", invalid=False)
             if not reply:
                 raise _Refused('auth callout violation: "no reason supplied"', invalid=False)
