@@ -34,7 +34,8 @@ from faststream_callout.protocol.nkeys import KeyKind
 from faststream_callout.testing import FakeServer
 from faststream_callout.testing.local_server import LocalNatsServer, find_nats_server, free_port
 from faststream_callout.testing.probes import settle
-from faststream_callout.tools.cli import main, render_config_mode
+from faststream_callout.tools.cli import main
+from faststream_callout.tools.natsconf import render_config_mode
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = "examples.table_service:app"

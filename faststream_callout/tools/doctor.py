@@ -45,7 +45,7 @@ from faststream_callout.protocol.claims import AUTH_REQUEST_AUDIENCE, Authorizat
 from faststream_callout.protocol.nkeys import KeyKind, is_public_key
 from faststream_callout.testing.probes import settle
 from faststream_callout.tools import natsconf
-from faststream_callout.tools.cli import operator_authorization, render_config_mode
+from faststream_callout.tools.natsconf import operator_authorization, render_config_mode
 
 __all__ = ["Finding", "Report", "Status", "diagnose"]
 
