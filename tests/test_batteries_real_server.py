@@ -26,7 +26,6 @@ from batteries_support import JWKSServer, Pki, Signer, claims, jwks_server, runn
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from natstools import settle
 
 from faststream_callout import CalloutPipeline, Identity, KeyPair, ResponsePermission, SigningKeys
 from faststream_callout.batteries import (
@@ -40,6 +39,7 @@ from faststream_callout.batteries.oidc import OIDCLookup
 from faststream_callout.batteries.table import StaticTable, TableToken, TableUser, new_token
 from faststream_callout.batteries.tls import ClientCertificateLookup
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.testing.probes import settle
 
 AUTH_VIOLATION = "Authorization Violation"
 PERMISSIONS_VIOLATION = "Permissions Violation"

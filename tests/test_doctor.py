@@ -27,13 +27,13 @@ import pytest
 from conftest import TableLookup, TablePermissions
 from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
-from natstools import settle
 from test_real_server_operator_mode import Deployment
 
 from faststream_callout import KeyPair, SigningKeys, XKeyPair, callout_router
 from faststream_callout.core.pipeline import CalloutPipeline
 from faststream_callout.protocol.operator import creds, user_jwt
 from faststream_callout.testing.local_server import LocalNatsServer, free_port
+from faststream_callout.testing.probes import settle
 from faststream_callout.tools.cli import main
 from faststream_callout.tools.doctor import Report, Status, _may_publish, _may_subscribe, diagnose
 from faststream_callout.tools.natsconf import NatsConfigError, load, option, parse

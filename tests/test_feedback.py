@@ -15,7 +15,6 @@ from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
 from nats.errors import Error as NatsError
 from nats_versions import running_version
-from natstools import settle
 
 from faststream_callout import (
     CalloutPipeline,
@@ -35,6 +34,7 @@ from faststream_callout.integration.feedback import (
 )
 from faststream_callout.protocol.claims import AuthorizationRequest, ClientInfo, ServerId
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.testing.probes import settle
 
 FEEDBACK_LOGGER = "faststream_callout.feedback"
 

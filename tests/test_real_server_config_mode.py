@@ -28,7 +28,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats_versions import running_version
-from natstools import settle
+
+from faststream_callout.testing.probes import settle
 
 pytestmark = pytest.mark.usefixtures("callout_service")
 

@@ -21,7 +21,6 @@ from faststream.nats import NatsBroker
 from faststream.nats.security import NatsCredentials
 from nats.errors import Error as NatsError
 from nats_versions import running_version
-from natstools import settle
 
 from faststream_callout import (
     CalloutPipeline,
@@ -45,6 +44,7 @@ from faststream_callout.protocol.operator import (
 )
 from faststream_callout.testing import FakeServer
 from faststream_callout.testing.local_server import LocalNatsServer, OperatorServerConfig
+from faststream_callout.testing.probes import settle
 
 # The clients log in with user/password, which reaches an operator-mode callout only
 # through default_sentinel; tests/test_version_matrix.py covers 2.10 with sentinel creds.

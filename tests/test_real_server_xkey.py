@@ -10,7 +10,6 @@ import pytest
 from faststream.nats import NatsBroker
 from faststream.nats.security import NatsUserPassword
 from nats.errors import Error as NatsError
-from natstools import settle
 
 from faststream_callout import (
     CalloutPipeline,
@@ -25,6 +24,7 @@ from faststream_callout import (
 )
 from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.testing.probes import settle
 
 
 class Lookup:

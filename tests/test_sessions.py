@@ -23,7 +23,6 @@ from faststream.nats.security import NatsCredentials
 from faststream.security import SASLPlaintext
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
-from natstools import settle
 
 from faststream_callout import (
     CalloutPipeline,
@@ -63,6 +62,7 @@ from faststream_callout.testing.local_server import (
     LocalNatsServer,
     OperatorServerConfig,
 )
+from faststream_callout.testing.probes import settle
 
 AUTH_VIOLATION = "authorization violation"
 DENY_ALL = Permission(deny=[">"])

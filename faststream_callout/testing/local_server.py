@@ -194,7 +194,7 @@ class LocalNatsServer:
         """Raise :class:`DeploymentError` with the end of the log if the server is not running."""
         if not self.is_running():
             raise DeploymentError(
-                f"nats-server on port {self.port} is not running:\n{self.log()[-_LOG_TAIL:]}"
+                f"nats-server is not running (port {self.port}):\n{self.log()[-_LOG_TAIL:]}"
             )
 
     def log(self) -> str:
