@@ -35,7 +35,7 @@ from faststream_callout.testing import FakeServer
 from faststream_callout.testing.local_server import LocalNatsServer, find_nats_server, free_port
 from faststream_callout.testing.probes import settle
 from faststream_callout.tools.cli import main
-from faststream_callout.tools.natsconf import render_config_mode
+from faststream_callout.tools.natsconf import option, parse, render_config_mode
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = "examples.table_service:app"
@@ -217,6 +217,32 @@ async def test_config_mode_output_serves_real_logins(
                 )
         finally:
             await broker.stop()
+
+
+def test_config_defaults_are_the_documented_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    def documented(command: str) -> str:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    assert "(repeatable; default APP)" in documented("dev")
+    assert "(s, default 2)" in documented("dev")
+    config_help = documented("config")
+    for default in ("a name (default APP)", "user name (default auth)", "into (default AUTH)"):
+        assert default in config_help
+    assert "seconds (default 2)" in config_help
+    # ... and they are what is printed:
+
+    issuer = KeyPair.create_account().public_key
+    assert main(["config", "--issuer", issuer]) == 0
+    data = parse(capsys.readouterr().out)
+    authorization = option(data, "authorization")
+    callout = option(authorization, "auth_callout")
+    assert option(authorization, "timeout") == 2
+    assert option(callout, "account") == "AUTH"
+    assert option(callout, "auth_users") == ["auth"]
+    assert set(option(data, "accounts")) == {"AUTH", "APP", "SYS"}  # type: ignore[arg-type]
+    assert option(data, "system_account") == "SYS"
 
 
 def test_config_operator_mode(capsys: pytest.CaptureFixture[str]) -> None:

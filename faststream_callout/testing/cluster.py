@@ -42,6 +42,7 @@ class NatsCluster:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
         self.name = name
+        self.jetstream = jetstream
         route_ports = tuple(free_port() for _ in range(size))
         self.servers = [
             LocalNatsServer(
@@ -60,12 +61,15 @@ class NatsCluster:
         """The client URL of every node."""
         return [server.url for server in self.servers]
 
-    def start(self, *, routes_within: float = 10) -> Self:
-        """Start every node and wait until each has a route to every other one."""
+    def start(self, *, within: float = 20) -> Self:
+        """Start every node; wait for the routes (and with JetStream, a meta leader)."""
+        started = time.monotonic()
         try:
             for server in self.servers:
                 server.start()
-            self.wait_for_routes(routes_within)
+            self.wait_for_routes(within)
+            if self.jetstream:
+                self.wait_for_jetstream(within - (time.monotonic() - started))
         except BaseException:
             self.close()
             raise
@@ -96,6 +100,26 @@ class NatsCluster:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 raise DeploymentError(f"cluster routes not up after {timeout}s: {peers}")
+            time.sleep(0.05)
+
+    def wait_for_jetstream(self, timeout: float = 20) -> float:
+        """Wait until every node knows the JetStream meta leader; return the seconds waited.
+
+        Raises:
+            DeploymentError: a node died, or no leader was elected in time.
+
+        """
+        started = time.monotonic()
+        while True:
+            self.check_running()
+            leaders = [
+                (server.monitor("/jsz").get("meta_cluster") or {}).get("leader")
+                for server in self.servers
+            ]
+            if all(leaders):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise DeploymentError(f"no JetStream meta leader after {timeout}s: {leaders}")
             time.sleep(0.05)
 
     def check_running(self) -> None:

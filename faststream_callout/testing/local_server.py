@@ -227,15 +227,18 @@ class LocalNatsServer:
         """
         self.config_path.touch(mode=0o600)  # it holds passwords: owner-only before writing
         self.config_path.write_text(self.config)
-        self.process = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
-            self.command(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            # Its own session: a terminal's Ctrl-C (SIGINT to the whole foreground
-            # group) must not stop the server under an app that is still draining.
-            # We stop it ourselves, by PID.
-            start_new_session=True,
-        )
+        # A configuration error is printed before the log file is opened: into the
+        # log with it (both append).
+        with self.log_path.open("ab") as early_errors:
+            self.process = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+                self.command(),
+                stdout=subprocess.DEVNULL,
+                stderr=early_errors,
+                # Its own session: a terminal's Ctrl-C (SIGINT to the whole foreground
+                # group) must not stop the server under an app that is still draining.
+                # We stop it ourselves, by PID.
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.is_running():
@@ -316,6 +319,7 @@ class CalloutServerConfig:
         timeout: ``authorization.timeout`` in seconds, the callout deadline.
         port: the client port; free one by default.
         extra: raw configuration lines appended at the top level.
+        jetstream: JetStream for the target accounts (start the server with it too).
 
     """
 
@@ -331,6 +335,7 @@ class CalloutServerConfig:
     port: int = field(default_factory=free_port)
     server_name: str = "callout-dev"
     extra: str = ""
+    jetstream: bool = False
 
     def render(self) -> str:
         """Return the configuration file text."""
@@ -344,6 +349,7 @@ class CalloutServerConfig:
             system_account=self.system_account,
             system_password=self.system_password,
             timeout=self.timeout,
+            jetstream=self.jetstream,
             listen=f"{HOST}:{self.port}",
             server_name=self.server_name,
             extra=self.extra,

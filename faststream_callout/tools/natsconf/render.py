@@ -71,6 +71,7 @@ def render_config_mode(
     system_account: str = SYSTEM_ACCOUNT,
     system_password: str | None = None,
     timeout: float = AUTH_TIMEOUT,
+    jetstream: bool = False,
     listen: str | None = None,
     server_name: str | None = None,
     extra: str = "",
@@ -92,6 +93,8 @@ def render_config_mode(
             claim updates then do not depend on the callout service. Without it
             a comment marks where such a user goes.
         timeout: ``authorization.timeout``, seconds.
+        jetstream: enable JetStream in the target accounts (the server needs
+            it enabled too: a ``jetstream`` block, or ``-js``).
         listen: ``host:port`` for a ``listen`` line; none by default (add yours).
         server_name: for a ``server_name`` line.
         extra: raw configuration lines appended at the top level.
@@ -124,7 +127,7 @@ def render_config_mode(
     lines += [
         "accounts {",
         _account(callout_account, callout_users),
-        *(_account(name, static) for name, static in users.items()),
+        *(_account(name, static, jetstream=jetstream) for name, static in users.items()),
         _account(system_account, system_users)
         + ("" if system_users else "   # add an admin user here for monitoring"),
         "}",
@@ -200,11 +203,12 @@ def _server_lines(listen: str | None, server_name: str | None) -> list[str]:
     return lines + ([f"server_name: {quote(server_name)}"] if server_name else [])
 
 
-def _account(name: str, users: Mapping[str, str]) -> str:
-    if not users:
-        return f"  {quote(name)}: {{}}"
-    entries = ", ".join(
-        f"{{ user: {quote(user)}, password: {quote(password)} }}"
-        for user, password in users.items()
-    )
-    return f"  {quote(name)}: {{ users: [ {entries} ] }}"
+def _account(name: str, users: Mapping[str, str], *, jetstream: bool = False) -> str:
+    fields = ["jetstream: enabled"] if jetstream else []
+    if users:
+        entries = ", ".join(
+            f"{{ user: {quote(user)}, password: {quote(password)} }}"
+            for user, password in users.items()
+        )
+        fields.append(f"users: [ {entries} ]")
+    return f"  {quote(name)}: {{ {', '.join(fields)} }}" if fields else f"  {quote(name)}: {{}}"
