@@ -46,6 +46,7 @@ __all__ = [
     "LocalNatsServer",
     "OperatorServerConfig",
     "Routes",
+    "check_config",
     "find_nats_server",
     "free_port",
     "nats_server_version",
@@ -99,6 +100,29 @@ def nats_server_version(binary: str | os.PathLike[str] | None = None) -> str:
     if found is None:
         raise ConfigurationError(f"{path} --version said {result.stdout + result.stderr!r}")
     return found.group(1)
+
+
+def check_config(path: str | os.PathLike[str], *, binary: str | None = None) -> str:
+    """Have nats-server check a configuration file (``nats-server -t``); return what it said.
+
+    Raises:
+        ConfigurationError: nats-server refuses it; the message has nats-server's words.
+
+    """
+    try:
+        result = subprocess.run(  # noqa: S603 - a nats-server binary, our own arguments
+            [binary or find_nats_server(), "-t", "-c", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigurationError(f"nats-server -t failed: {exc}") from None
+    said = (result.stdout + result.stderr).strip()
+    if result.returncode != 0:
+        raise ConfigurationError(f"nats-server refuses {path}: {said}")
+    return said
 
 
 def free_port() -> int:
