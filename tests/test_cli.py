@@ -154,6 +154,38 @@ def test_console_script_and_module_run() -> None:
     assert run_cli().returncode == 2  # no command: usage, not a traceback
 
 
+def loaded_modules(code: str, *argv: str) -> set[str]:
+    """The faststream_callout.tools/testing modules a fresh interpreter has after ``code``."""
+    probe = code + (
+        "\nimport sys\n"
+        "print(' '.join(m for m in sys.modules if m.startswith(('faststream_callout.tools', "
+        "'faststream_callout.testing'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(result.stdout.splitlines()[-1].split())
+
+
+def test_each_command_loads_only_its_own_module(tmp_path: Path) -> None:
+    run_keys = "import sys\nfrom faststream_callout.tools.cli import main\nmain(sys.argv[1:])"
+    keys = loaded_modules(run_keys, "keys", "--out", str(tmp_path))
+    assert "faststream_callout.tools.cli.keys" in keys
+    others = {
+        f"faststream_callout.tools.cli.{name}" for name in ("config", "dev", "check", "doctor")
+    }
+    assert not keys & {*others, "faststream_callout.tools.doctor"}
+    assert not {m for m in keys if m.startswith("faststream_callout.testing")}
+    # doctor needs the renderer, not the command line: no cycle between the two.
+    doctor = loaded_modules("import faststream_callout.tools.doctor")
+    assert not {m for m in doctor if m.startswith("faststream_callout.tools.cli")}
+    assert "faststream_callout.tools.natsconf.render" in doctor
+
+
 # -- config --------------------------------------------------------------------------------
 
 
