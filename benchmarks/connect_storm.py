@@ -44,7 +44,6 @@ import pstats
 import secrets
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,10 +54,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 from nats.aio.client import Client
-from realservers import AUTH_VIOLATION, attempt_login, raised_fd_limit, resolve, user_info
+from storm_driver import raised_fd_limit
 
 from faststream_callout import (
     CalloutPipeline,
@@ -70,7 +68,15 @@ from faststream_callout import (
     SigningKeys,
 )
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer, free_port
+from faststream_callout.testing.logins import (
+    AUTH_VIOLATION,
+    attempt_login,
+    resolve_half_open,
+    user_info,
+)
 from faststream_callout.testing.probes import settle
+from faststream_callout.testing.processes import ServiceProcess
+from faststream_callout.tools.natsconf.render import quote
 
 ACCOUNT = "APP"
 PROFILE_LINES = 40
@@ -146,7 +152,7 @@ async def serve(kind: str, users: Mapping[str, str]) -> None:
     await settle(broker.connection)
     how, _, path = env.get("BENCH_PROFILE", "").partition(":")
     profiler = start_profiler(how)
-    print("ready", flush=True)
+    print("READY", flush=True)
     await stop.wait()
     if profiler is not None:
         stop_profiler(profiler, path)
@@ -197,15 +203,14 @@ def cpu_ticks(pid: int, *, system: bool = False) -> int:
 
 def static_config(port: int, users: Mapping[str, str]) -> str:
     def quoted(values: list[str]) -> str:
-        return ", ".join(json.dumps(v) for v in values)
+        return ", ".join(map(quote, values))
 
     permissions = (
         f"permissions: {{ publish: {{ allow: [{quoted(GRANT.pub.allow)}] }}, "
         f"subscribe: {{ allow: [{quoted(GRANT.sub.allow)}] }} }}"
     )
     entries = ",\n".join(
-        f"    {{ user: {json.dumps(u)}, password: {json.dumps(p)}, {permissions} }}"
-        for u, p in users.items()
+        f"    {{ user: {quote(u)}, password: {quote(p)}, {permissions} }}" for u, p in users.items()
     )
     return (
         f"listen: 127.0.0.1:{port}\n"
@@ -277,7 +282,7 @@ def complete_half_open_connects() -> None:
 
     nats-server PINGs a new client after 2 s even while its callout is pending;
     nats-py 2.16's ``connect()`` reads that PING where it expects the PONG and
-    returns a client stuck CONNECTING (see ``resolve`` in tests/realservers.py).
+    returns a client stuck CONNECTING (see ``faststream_callout.testing.logins.resolve_half_open``).
     A storm of 2,000 on 2 cores takes longer than that, so here the PONG that
     answers the connect's PING completes the connect, and its arrival time is
     the login's latency. A refusal still closes the client (``-ERR``).
@@ -306,7 +311,7 @@ async def nats_py_login(url: str, name: str, password: str, within: float) -> Ou
         if client.is_connected:
             attempt.latency = client._bench_admitted_at - attempt.started  # type: ignore[attr-defined]
         else:
-            await resolve(attempt, within=0)  # closed by -ERR: a refusal
+            await resolve_half_open(attempt, within=0)  # closed by -ERR: a refusal
     if attempt.client is not None and attempt.client.is_connected:
         return Outcome("admitted", attempt.latency, attempt.client.close)
     if attempt.client is not None:
@@ -410,38 +415,29 @@ async def storm(
 
 
 def start_service(
-    kind: str, config: CalloutServerConfig, seed: str, users_path: Path, profile: str = ""
-) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "BENCH_URL": config.url,
-        "BENCH_AUTH_USER": config.auth_user,
-        "BENCH_AUTH_PASSWORD": config.auth_password,
-        "BENCH_ISSUER_SEED": seed,
-        "BENCH_USERS": str(users_path),
-        "BENCH_PROFILE": profile,
-    }
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind], env=env, stdout=subprocess.PIPE, text=True
+    kind: str,
+    config: CalloutServerConfig,
+    seed: str,
+    users_path: Path,
+    *,
+    workdir: Path,
+    profile: str = "",
+) -> ServiceProcess:
+    service = ServiceProcess(
+        [sys.executable, __file__, "--serve", kind],
+        name=f"{kind}-{secrets.token_hex(3)}",
+        workdir=workdir,
+        env={
+            "BENCH_URL": config.url,
+            "BENCH_AUTH_USER": config.auth_user,
+            "BENCH_AUTH_PASSWORD": config.auth_password,
+            "BENCH_ISSUER_SEED": seed,
+            "BENCH_USERS": str(users_path),
+            "BENCH_PROFILE": profile,
+        },
     )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if line != "ready":
-        process.kill()
-        process.wait()
-        raise RuntimeError(f"{kind} service did not start ({line!r})")
-    return process
-
-
-def stop_process(process: subprocess.Popen[str]) -> None:
-    """Terminate by PID (the profile is written on SIGTERM), then kill if it lingers."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    asyncio.run(service.start())
+    return service
 
 
 def one_run(
@@ -464,22 +460,24 @@ def one_run(
             timeout=args.auth_timeout,
             server_name="connect-storm",
         )
-        server = LocalNatsServer(config.render(), port=config.port)
+        server = LocalNatsServer.from_config(config)
     service = None
     with server:
         assert server.pid is not None
         pids = {"server": server.pid}
         try:
             if config is not None:
-                service = start_service(variant, config, issuer.seed, users_path, profile)
+                service = start_service(
+                    variant, config, issuer.seed, users_path, workdir=workdir, profile=profile
+                )
                 pids["service"] = service.pid
             asyncio.run(check_grant(server.url, users, variant))
             run = asyncio.run(storm(server.url, users, variant, pids, args))
             assert server.is_running(), server.log()[-2000:]
-            assert service is None or service.poll() is None, f"{variant} service died"
+            assert service is None or service.is_running(), f"{variant} service died"
         finally:
             if service is not None:
-                stop_process(service)
+                service.stop(timeout=15)  # the profile is written on SIGTERM
     return run
 
 

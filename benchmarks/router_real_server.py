@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,8 +33,9 @@ import nats
 
 from faststream_callout import CalloutPipeline, KeyPair, SigningKeys
 from faststream_callout.testing import FakeServer
-from faststream_callout.testing.local_server import LocalNatsServer, free_port
+from faststream_callout.testing.local_server import LocalNatsServer
 from faststream_callout.testing.probes import settle
+from faststream_callout.testing.processes import ServiceProcess
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_offline import Lookup, Permissions
@@ -63,7 +65,7 @@ async def serve_router(url: str) -> None:
     broker.include_router(callout_router(pipeline_from_env(), max_workers=workers))
     await broker.start()
     await settle(broker.connection)
-    print("ready", flush=True)
+    print("READY", flush=True)
     await asyncio.Event().wait()
 
 
@@ -79,7 +81,7 @@ async def serve_raw(url: str) -> None:
         SUBJECT, queue="faststream-callout", cb=handle, pending_msgs_limit=100_000
     )
     await client.flush()
-    print("ready", flush=True)
+    print("READY", flush=True)
     await asyncio.Event().wait()
 
 
@@ -107,35 +109,35 @@ async def drive(url: str, requests: list[bytes], in_flight: int) -> tuple[float,
     )
 
 
-def start_services(kind: str, url: str, seed: str, count: int) -> list[subprocess.Popen[str]]:
+def start_services(
+    kind: str, url: str, seed: str, count: int, workdir: Path
+) -> list[ServiceProcess]:
     """``count`` processes of ``kind``, all subscribed (one queue group) before returning."""
-    services: list[subprocess.Popen[str]] = []
+    services: list[ServiceProcess] = []
     try:
         # extend keeps the ones started before a failure, for the clean-up
-        services.extend(start_service(kind, url, seed) for _ in range(count))
+        services.extend(start_service(__file__, kind, url, seed, workdir) for _ in range(count))
     except BaseException:
         stop_services(services)
         raise
     return services
 
 
-def stop_services(services: list[subprocess.Popen[str]]) -> None:
+def stop_services(services: list[ServiceProcess]) -> None:
     for service in services:  # by PID, each one we started
-        service.kill()
-        service.wait()
+        service.stop()
 
 
-def start_service(kind: str, url: str, seed: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "BENCH_ISSUER_SEED": seed}
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--url", url],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
+def start_service(script: str, kind: str, url: str, seed: str, workdir: Path) -> ServiceProcess:
+    """``script --serve kind --url url`` in its own process; returns once it printed READY."""
+    service = ServiceProcess(
+        [sys.executable, script, "--serve", kind, "--url", url],
+        name=f"{kind}-{secrets.token_hex(3)}",
+        workdir=workdir,
+        env={"BENCH_ISSUER_SEED": seed},
     )
-    assert process.stdout is not None
-    assert process.stdout.readline().strip() == "ready"
-    return process
+    asyncio.run(service.start())
+    return service
 
 
 def main() -> None:
@@ -161,15 +163,17 @@ def main() -> None:
         fake.request(user="alice", password="pw", now=far).body for _ in range(args.requests)
     ]
     counts = (1, 2) if args.scale_out else (args.instances,)
-    port = free_port()
     results: dict[tuple[str, int, int], list[tuple[float, float, float]]] = {}
     usage: dict[tuple[str, int, int], list[dict[str, float]]] = {}  # share of a core
     print(f"load average at start {os.getloadavg()}")
-    with LocalNatsServer(f"listen: 127.0.0.1:{port}\n", port=port) as server:
+    with (
+        LocalNatsServer() as server,
+        tempfile.TemporaryDirectory(prefix="router-bench-") as workdir,
+    ):
         for _ in range(args.repeat):
             for count in counts:
                 for kind in ("raw", "router"):
-                    services = start_services(kind, server.url, issuer.seed, count)
+                    services = start_services(kind, server.url, issuer.seed, count, Path(workdir))
                     try:
                         for in_flight in (1, 50):
                             pids = {"nats-server": server.pid, "driver": os.getpid()}

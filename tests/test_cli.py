@@ -32,9 +32,10 @@ from faststream_callout.core.pipeline import CalloutPipeline
 from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.protocol.nkeys import KeyKind
 from faststream_callout.testing import FakeServer
-from faststream_callout.testing.local_server import LocalNatsServer, find_nats_server, free_port
+from faststream_callout.testing.local_server import LocalNatsServer, check_config, free_port
 from faststream_callout.testing.probes import settle
-from faststream_callout.tools.cli import main, render_config_mode
+from faststream_callout.tools.cli import main
+from faststream_callout.tools.natsconf import option, parse, render_config_mode
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_APP = "examples.table_service:app"
@@ -153,6 +154,38 @@ def test_console_script_and_module_run() -> None:
     assert run_cli().returncode == 2  # no command: usage, not a traceback
 
 
+def loaded_modules(code: str, *argv: str) -> set[str]:
+    """The faststream_callout.tools/testing modules a fresh interpreter has after ``code``."""
+    probe = code + (
+        "\nimport sys\n"
+        "print(' '.join(m for m in sys.modules if m.startswith(('faststream_callout.tools', "
+        "'faststream_callout.testing'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(result.stdout.splitlines()[-1].split())
+
+
+def test_each_command_loads_only_its_own_module(tmp_path: Path) -> None:
+    run_keys = "import sys\nfrom faststream_callout.tools.cli import main\nmain(sys.argv[1:])"
+    keys = loaded_modules(run_keys, "keys", "--out", str(tmp_path))
+    assert "faststream_callout.tools.cli.keys" in keys
+    others = {
+        f"faststream_callout.tools.cli.{name}" for name in ("config", "dev", "check", "doctor")
+    }
+    assert not keys & {*others, "faststream_callout.tools.doctor"}
+    assert not {m for m in keys if m.startswith("faststream_callout.testing")}
+    # doctor needs the renderer, not the command line: no cycle between the two.
+    doctor = loaded_modules("import faststream_callout.tools.doctor")
+    assert not {m for m in doctor if m.startswith("faststream_callout.tools.cli")}
+    assert "faststream_callout.tools.natsconf.render" in doctor
+
+
 # -- config --------------------------------------------------------------------------------
 
 
@@ -174,14 +207,7 @@ def test_config_mode_output_is_a_valid_nats_server_config(
 
     path = tmp_path / "nats.conf"
     path.write_text(text)
-    checked = subprocess.run(
-        [find_nats_server(), "-t", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "is valid" in check_config(path)
 
 
 async def test_config_mode_output_serves_real_logins(
@@ -216,6 +242,32 @@ async def test_config_mode_output_serves_real_logins(
                 )
         finally:
             await broker.stop()
+
+
+def test_config_defaults_are_the_documented_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    def documented(command: str) -> str:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    assert "(repeatable; default APP)" in documented("dev")
+    assert "(s, default 2)" in documented("dev")
+    config_help = documented("config")
+    for default in ("a name (default APP)", "user name (default auth)", "into (default AUTH)"):
+        assert default in config_help
+    assert "seconds (default 2)" in config_help
+    # ... and they are what is printed:
+
+    issuer = KeyPair.create_account().public_key
+    assert main(["config", "--issuer", issuer]) == 0
+    data = parse(capsys.readouterr().out)
+    authorization = option(data, "authorization")
+    callout = option(authorization, "auth_callout")
+    assert option(authorization, "timeout") == 2
+    assert option(callout, "account") == "AUTH"
+    assert option(callout, "auth_users") == ["auth"]
+    assert set(option(data, "accounts")) == {"AUTH", "APP", "SYS"}  # type: ignore[arg-type]
+    assert option(data, "system_account") == "SYS"
 
 
 def test_config_operator_mode(capsys: pytest.CaptureFixture[str]) -> None:

@@ -86,7 +86,7 @@ async def start_service(
     )
     broker.include_router(callout_router(pipeline, **router_options))
     await broker.start()
-    # Push the SUB out before the first login (nats-py 2.16 flush race, see natstools).
+    # Push the SUB out before the first login (nats-py 2.16 flush race, see testing.probes.settle).
     await settle(broker.connection, timeout=5)
     (subscriber,) = broker.subscribers
     assert isinstance(subscriber, DirectSubscriber)

@@ -28,12 +28,12 @@ from callout_env import OperatorWorld as Deployment
 from conftest import TableLookup, TablePermissions
 from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
-from natstools import settle
 
 from faststream_callout import KeyPair, SigningKeys, XKeyPair, callout_router
 from faststream_callout.core.env import signing_keys_from_env
 from faststream_callout.core.pipeline import CalloutPipeline, Decision, Outcome
 from faststream_callout.protocol.operator import creds, user_jwt
+from faststream_callout.testing import settle
 from faststream_callout.testing.local_server import LocalNatsServer, free_port
 from faststream_callout.tools.cli import main
 from faststream_callout.tools.doctor import Report, Status, diagnose

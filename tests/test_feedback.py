@@ -16,7 +16,6 @@ from faststream.security import SASLPlaintext
 from faststream.specification import AsyncAPI
 from nats.errors import Error as NatsError
 from nats_versions import running_version
-from natstools import settle
 from policies import Everyone, GrantByName
 
 from faststream_callout import (
@@ -37,6 +36,7 @@ from faststream_callout.integration.feedback import (
 )
 from faststream_callout.integration.observers import observe
 from faststream_callout.protocol.claims import AuthorizationRequest, ClientInfo, ServerId
+from faststream_callout.testing import settle
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 
 FEEDBACK_LOGGER = "faststream_callout.feedback"

@@ -23,8 +23,6 @@ from dishka import make_async_container
 from faststream import FastStream
 from faststream.nats import NatsBroker
 from faststream.nats.security import NatsCredentials
-from natstools import settle
-from realservers import attempt_login, quiet, stop_servers, user_info
 
 from faststream_callout import (
     CalloutPipeline,
@@ -51,6 +49,8 @@ from faststream_callout.protocol.operator import (
     user_jwt,
 )
 from faststream_callout.testing.local_server import LocalNatsServer, OperatorServerConfig
+from faststream_callout.testing.logins import attempt_login, quiet, user_info
+from faststream_callout.testing.probes import settle
 
 DENY_ALL = Permission(deny=[">"])
 USER_INFO = "$SYS.REQ.USER.INFO"
@@ -194,7 +194,7 @@ async def running(world: World) -> AsyncIterator[World]:
         yield world
     finally:
         assert world.server is not None
-        stop_servers([world.server])
+        world.server.close()
 
 
 class Lookup:

@@ -19,8 +19,6 @@ from callout_env import OperatorWorld as Deployment
 from faststream.nats import NatsBroker
 from faststream.nats.security import NatsCredentials
 from faststream.security import SASLPlaintext
-from natstools import settle
-from realservers import attempt_login, callout_config, start_server, stop_servers, user_info
 
 from faststream_callout import (
     CalloutPipeline,
@@ -36,6 +34,8 @@ from faststream_callout.core.errors import Drop
 from faststream_callout.core.pipeline import Decision, Outcome
 from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
+from faststream_callout.testing.logins import attempt_login, user_info
+from faststream_callout.testing.probes import settle
 
 AUTH_TIMEOUT = 1.0  # the server's authorization.timeout: what a dropped client waits
 
@@ -102,12 +102,17 @@ class Service:
 @pytest.fixture(scope="module")
 def config_mode() -> Iterator[tuple[CalloutServerConfig, LocalNatsServer, Kms]]:
     issuer = KeyPair.create_account()
-    config = callout_config(issuer, timeout=AUTH_TIMEOUT, server_name="callout-kms")
-    server = start_server(config)
+    config = CalloutServerConfig(
+        issuer=issuer.public_key,
+        accounts={"APP": {}, "OTHER": {}},
+        timeout=AUTH_TIMEOUT,
+        server_name="callout-kms",
+    )
+    server = LocalNatsServer.from_config(config).start()
     try:
         yield config, server, Kms(issuer)
     finally:
-        stop_servers([server])
+        server.close()
 
 
 @pytest.fixture
@@ -247,4 +252,4 @@ async def test_operator_mode_login_with_external_signers(with_xkey: bool) -> Non
         # Every reply was signed by the callout account's KMS, each user by its account's.
         assert (callout_kms.calls, app_kms.calls, team_kms.calls) == (3, 1, 1)
     finally:
-        stop_servers([server])
+        server.close()

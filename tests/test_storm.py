@@ -1,6 +1,7 @@
 """A login storm against a real nats-server and the service in its own process.
 
-The small, in-suite version of ``benchmarks/storm.py``: 200 clients connect at
+The small, in-suite version of ``benchmarks/storm.py`` (its policy, service and
+driver: benchmarks/storm_*.py): 200 clients connect at
 once (a third of them with invalid credentials of four kinds) and stay
 connected until all are done. Every valid client must get in with exactly its
 grant (checked through ``$SYS.REQ.USER.INFO``, and by publishing once where it
@@ -13,19 +14,12 @@ server keeps its default 2 s ``authorization.timeout``.
 from __future__ import annotations
 
 import pytest
-from realservers import (
-    ServiceProcess,
-    assert_running,
-    callout_config,
-    raised_fd_limit,
-    run_storm,
-    start_server,
-    stop_servers,
-    storm_credentials,
-)
+from storm_driver import raised_fd_limit, run_storm
+from storm_policy import callout_config, storm_credentials
+from storm_service import StormService
 
 from faststream_callout import KeyPair
-from faststream_callout.testing.local_server import free_port
+from faststream_callout.testing.local_server import LocalNatsServer, free_port
 
 CLIENTS = 200
 
@@ -36,10 +30,9 @@ def storm_issuer() -> KeyPair:
 
 
 async def test_storm_of_concurrent_logins(storm_issuer, tmp_path):
-    monitor_port = free_port()
-    config = callout_config(storm_issuer, timeout=2, extra=f"http: 127.0.0.1:{monitor_port}\n")
-    server = start_server(config)
-    service = ServiceProcess(
+    config = callout_config(storm_issuer, timeout=2)
+    server = LocalNatsServer.from_config(config, monitor_port=free_port()).start()
+    service = StormService(
         url=server.url,
         config=config,
         issuer=storm_issuer,
@@ -57,7 +50,7 @@ async def test_storm_of_concurrent_logins(storm_issuer, tmp_path):
                 connect_timeout=10,
                 hang_after=20,
                 auth_timeout=2,
-                monitor_port=monitor_port,
+                audit=server,
             )
         print(f"\nstorm of {CLIENTS}:\n{result.summary()}")
 
@@ -77,7 +70,7 @@ async def test_storm_of_concurrent_logins(storm_issuer, tmp_path):
         assert outcomes.count("denied") == result.invalid
         assert len(outcomes) == CLIENTS + 2
         assert service.is_running()
-        assert_running(server)
+        server.check_running()
     finally:
         service.stop()
-        stop_servers([server])
+        server.close()

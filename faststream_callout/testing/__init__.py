@@ -1,6 +1,7 @@
 """Testing tools.
 
-FakeServer, local nats-servers, callout deployments, permission probes and the pytest plugin.
+FakeServer, local nats-servers and clusters, callout deployments, service processes,
+login attempts, permission probes and the pytest plugin.
 
 Names are imported on first use; ``import faststream_callout`` never loads this package.
 """
@@ -11,9 +12,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from faststream_callout.testing.cluster import NatsCluster
     from faststream_callout.testing.deployment import (
         CalloutDeployment,
-        DeploymentError,
         LocalCalloutServer,
         LoginRefused,
         run_deployment,
@@ -26,9 +27,13 @@ if TYPE_CHECKING:
     from faststream_callout.testing.local_server import (
         CalloutServerConfig,
         LocalNatsServer,
+        OperatorServerConfig,
+        check_config,
         find_nats_server,
         free_port,
+        nats_server_version,
     )
+    from faststream_callout.testing.logins import LoginAttempt, attempt_login
     from faststream_callout.testing.probes import (
         PermissionMismatch,
         Probe,
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
         expect_permissions,
         settle,
     )
+    from faststream_callout.testing.processes import DeploymentError, ServiceProcess
 
 __all__ = [
     "CalloutDeployment",
@@ -45,16 +51,23 @@ __all__ = [
     "FakeServer",
     "LocalCalloutServer",
     "LocalNatsServer",
+    "LoginAttempt",
     "LoginRefused",
     "MintedRequest",
+    "NatsCluster",
+    "OperatorServerConfig",
     "PermissionMismatch",
     "Probe",
+    "ServiceProcess",
     "Verdict",
+    "attempt_login",
     "can_publish",
     "can_subscribe",
+    "check_config",
     "expect_permissions",
     "find_nats_server",
     "free_port",
+    "nats_server_version",
     "run_deployment",
     "settle",
 ]
@@ -65,10 +78,17 @@ _WHERE = {
     "Verdict": "fake_server",
     "CalloutServerConfig": "local_server",
     "LocalNatsServer": "local_server",
+    "OperatorServerConfig": "local_server",
+    "check_config": "local_server",
     "find_nats_server": "local_server",
     "free_port": "local_server",
+    "nats_server_version": "local_server",
+    "NatsCluster": "cluster",
+    "DeploymentError": "processes",
+    "ServiceProcess": "processes",
+    "LoginAttempt": "logins",
+    "attempt_login": "logins",
     "CalloutDeployment": "deployment",
-    "DeploymentError": "deployment",
     "LocalCalloutServer": "deployment",
     "LoginRefused": "deployment",
     "run_deployment": "deployment",

@@ -22,8 +22,6 @@ import os
 import secrets
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -60,7 +58,9 @@ from faststream_callout.testing.local_server import (
     OperatorServerConfig,
     free_port,
 )
+from faststream_callout.testing.logins import AUTH_VIOLATION, wait_closed
 from faststream_callout.testing.probes import Violations, settle, watch
+from faststream_callout.testing.processes import DeploymentError
 
 __all__ = [
     "CalloutDeployment",
@@ -72,13 +72,8 @@ __all__ = [
 ]
 
 ModeName: TypeAlias = Literal["config", "operator"]
-AUTH_VIOLATION: Final = "authorization violation"
 CALLOUT_ERROR_PREFIX: Final = "Auth callout service returned an error: "
 _DENY_ALL: Final = Permission(deny=[">"])
-
-
-class DeploymentError(CalloutError):
-    """The test deployment itself failed: nats-server died, the service did not start."""
 
 
 class LocalCalloutServer:
@@ -99,6 +94,8 @@ class LocalCalloutServer:
             config mode, the public key in operator mode).
         callout_account: the callout account as the server names it.
         auth_timeout: the server's callout deadline, seconds.
+        port: the client port (a free one unless given).
+        monitor_port: the server's HTTP monitoring port.
 
     """
 
@@ -109,6 +106,7 @@ class LocalCalloutServer:
         accounts: Iterable[str] = ("APP",),
         xkey: bool = False,
         auth_timeout: float = 2.0,
+        port: int | None = None,
     ) -> None:
         self.mode = CalloutMode(mode)
         names = list(dict.fromkeys(accounts))
@@ -118,28 +116,28 @@ class LocalCalloutServer:
             raise ConfigurationError("auth_timeout must be positive")
         self.auth_timeout = auth_timeout
         self.xkey = XKeyPair.generate() if xkey else None
+        self.port = port or free_port()
         self.monitor_port = free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="callout-deployment-")
-        monitor = f"http: 127.0.0.1:{self.monitor_port}\n"
         if self.mode is CalloutMode.CONFIG:
-            self._init_config(names, monitor)
+            self._init_config(names)
         else:
-            self._init_operator(names, monitor)
+            self._init_operator(names)
 
-    def _init_config(self, names: list[str], monitor: str) -> None:
+    def _init_config(self, names: list[str]) -> None:
         issuer = KeyPair.create_account()
         config = CalloutServerConfig(
             issuer=issuer.public_key,
             accounts={name: {} for name in names},
             xkey=self.xkey.public_key if self.xkey else None,
             timeout=self.auth_timeout,
+            port=self.port,
             server_name="callout-test",
-            extra=monitor,
         )
         self.keys = SigningKeys(issuer, xkey=self.xkey)
         self.accounts: dict[str, str] = {name: name for name in names}
         self.callout_account = config.callout_account
-        self.server = LocalNatsServer(config.render(), port=config.port)
+        self.server = LocalNatsServer.from_config(config, monitor_port=self.monitor_port)
         self.service_security: Any = SASLPlaintext(
             username=config.auth_user, password=config.auth_password
         )
@@ -156,7 +154,7 @@ class LocalCalloutServer:
         if self.xkey is not None:
             self._environ[env.CALLOUT_XKEY_SEED] = self.xkey.seed
 
-    def _init_operator(self, names: list[str], monitor: str) -> None:
+    def _init_operator(self, names: list[str]) -> None:
         operator = KeyPair.create_operator()
         system = KeyPair.create_account()
         callout = KeyPair.create_account()
@@ -188,8 +186,8 @@ class LocalCalloutServer:
             system_account=system.public_key,
             account_jwts=jwts,
             default_sentinel=sentinel,
+            port=self.port,
             server_name="callout-test",
-            extra=monitor,
         )
         self.keys = SigningKeys.operator(
             callout,
@@ -198,7 +196,7 @@ class LocalCalloutServer:
         )
         self.accounts = {name: key.public_key for name, key in targets.items()}
         self.callout_account = callout.public_key
-        self.server = LocalNatsServer(config.render(), port=config.port)
+        self.server = LocalNatsServer.from_config(config, monitor_port=self.monitor_port)
         creds_path = Path(self._dir.name) / "service.creds"
         creds_path.touch(mode=0o600)  # user JWT + seed: owner-only before writing
         creds_path.write_text(creds(user_jwt(service_user.public_key, callout), service_user))
@@ -259,8 +257,7 @@ class LocalCalloutServer:
 
     def check_alive(self) -> None:
         """Raise :class:`DeploymentError` with the end of the server log if it died."""
-        if not self.server.is_running():
-            raise DeploymentError(f"nats-server is not running:\n{self.server.log()[-2000:]}")
+        self.server.check_running()
 
     def log(self) -> str:
         """Everything the server logged so far."""
@@ -268,11 +265,8 @@ class LocalCalloutServer:
 
     def close(self) -> None:
         """Stop the server by PID (terminate, then kill), check it is gone, remove files."""
-        process = self.server.process
         self.server.close()
         self._dir.cleanup()
-        if process is not None and process.poll() is None:
-            raise DeploymentError(f"nats-server pid {process.pid} is still running")
 
     def __enter__(self) -> Self:
         return self.start()
@@ -290,23 +284,13 @@ class LocalCalloutServer:
 
     # -- monitoring -----------------------------------------------------------------------
 
-    def _monitor(self, path: str, **query: str | int) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.monitor_port}{path}?{urllib.parse.urlencode(query)}"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            data: dict[str, Any] = json.load(response)
-            return data
-
     def callout_subscribers(self) -> int:
         """Subscriptions that would receive authorization requests right now."""
-        data = self._monitor(
-            "/subsz", subs=1, acc=self.callout_account, test=AUTH_CALLOUT_SUBJECT, limit=1024
-        )
-        return len(data.get("subscriptions_list") or [])
+        return self.server.subscribers(AUTH_CALLOUT_SUBJECT, self.callout_account)
 
     def connection(self, cid: int) -> dict[str, Any] | None:
         """The server's view of client connection ``cid`` (``/connz?auth=1``)."""
-        found = self._monitor("/connz", auth=1, cid=cid).get("connections") or []
-        return found[0] if found else None
+        return self.server.connection(cid)
 
 
 class LoginRefused(CalloutError):  # noqa: N818 - reads as an outcome, like Denied
@@ -641,10 +625,7 @@ async def _settle_half_open(client: Client, within: float) -> bool:
     """
     if client.is_connected:
         return False
-    deadline = time.monotonic() + within
-    while not client.is_closed and time.monotonic() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.02)
-    if not client.is_closed:
+    if not await wait_closed(client, within):
         await client.close()
         raise DeploymentError(
             "nats-py returned a client that never finished connecting (nats-py 2.16 takes "

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from faststream_callout.core.signing import ANY_ACCOUNT, CalloutMode, SigningKeys
-from faststream_callout.tools.cli import operator_authorization, render_config_mode
 from faststream_callout.tools.doctor.checkup import Checkup
 from faststream_callout.tools.doctor.report import Status
 from faststream_callout.tools.doctor.server_config import strings
+from faststream_callout.tools.natsconf import operator_authorization, render_config_mode
 
 __all__ = [
     "check_account_jwt",
