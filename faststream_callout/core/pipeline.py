@@ -26,6 +26,7 @@ from faststream_callout.core.errors import (
     InvalidKeyError,
     SignerError,
 )
+from faststream_callout.core.keyring import Keyring
 from faststream_callout.core.policy import (
     Grant,
     Identity,
@@ -187,7 +188,8 @@ class _Turn:
 class _Exchange:
     """What the reply to one request needs: keys, the seal, the signing deadline."""
 
-    keys: SigningKeys  # of the callout account the request is for
+    keys: SigningKeys  # of the callout account the request is for: they sign the reply
+    accepted_xkeys: tuple[XKeyPair, ...]  # that account's: the one that opened it must be one
     server_xkey: str | None = None  # the Nats-Server-Xkey header: seal the reply to it
     xkey: XKeyPair | None = None  # ours that opened the request: the server opens with it
     sign_by: float | None = None  # loop time external signers must answer by
@@ -212,7 +214,9 @@ class CalloutPipeline:
     """Answers nats-server authorization requests.
 
     Args:
-        keys: the keys that sign responses and user JWTs (and the xkey).
+        keys: the keys that sign responses and user JWTs (and the xkey): the
+            :class:`SigningKeys` of one callout account, or a :class:`Keyring`
+            (several callout accounts, key rotation).
         lookup: who the client is.
         permissions: what the identity may do.
         settings: tunables.
@@ -224,7 +228,7 @@ class CalloutPipeline:
 
     def __init__(
         self,
-        keys: SigningKeys,
+        keys: SigningKeys | Keyring,
         lookup: IdentityLookup,
         permissions: PermissionBuilder,
         settings: CalloutSettings | None = None,
@@ -307,7 +311,7 @@ class CalloutPipeline:
         self, claims: AuthorizationRequestClaims, exchange: _Exchange, now: float
     ) -> str | None:
         request = claims.nats
-        server_xkey, xkeys = exchange.server_xkey, exchange.keys.xkeys
+        server_xkey, xkeys = exchange.server_xkey, exchange.accepted_xkeys
         if claims.aud != AUTH_REQUEST_AUDIENCE:
             return "request audience is not nats-authorization-request"
         if claims.iss != request.server_id.id:
@@ -336,9 +340,9 @@ class CalloutPipeline:
 
     async def _decide(self, body: bytes, server_xkey: str | None) -> Decision:
         now = self._clock()
-        all_keys = self.keys  # read once: keys swapped meanwhile apply to the next request
+        keyring = self.keys  # read once: keys swapped meanwhile apply to the next request
         try:
-            plaintext, xkey = self._open(body, server_xkey, all_keys.xkeys)
+            plaintext, xkey = self._open(body, server_xkey, keyring.xkeys)
             claims = jwt.decode(plaintext, AuthorizationRequestClaims)
         except (_Refusal, InvalidJWTError) as exc:
             # Nothing trustworthy to answer to: deny with an empty body.
@@ -348,15 +352,16 @@ class CalloutPipeline:
         if not self.settings.trusts(claims.iss):
             logger.warning("auth callout request from untrusted server %s ignored", claims.iss)
             return Decision(Outcome.REJECTED, b"", "request from an untrusted server")
-        account_keys = all_keys.select(claims.sub)  # the signed sub names the callout account
-        if account_keys is None:
+        request_keys = keyring.select(claims.sub)  # the signed sub names the callout account
+        if request_keys is None:
             # No key of that account: nothing we sign would be accepted. Deny, unsigned.
-            ours = ", ".join(member.callout_account for member in all_keys.members)
+            ours = ", ".join(keyring.callout_accounts)
             wrong = f"request is for callout account {claims.sub}, this service signs for {ours}"
             logger.warning("auth callout request rejected: %s", wrong)
             return Decision(Outcome.REJECTED, b"", wrong, request)
         msgspec.structs.force_setattr(request, "callout_account", claims.sub)
-        exchange = _Exchange(account_keys, server_xkey, xkey)
+        account_keys = request_keys.signing  # fixed for this request, whatever rotates
+        exchange = _Exchange(account_keys, request_keys.xkeys, server_xkey, xkey)
         if account_keys.external:
             # External signers may take until the server's deadline, denials included.
             server_deadline = now + self.settings.auth_timeout
@@ -543,7 +548,7 @@ class CalloutPipeline:
             # There a client may be able to subscribe to the authorization requests
             # (passwords and tokens, in clear without an xkey).
             problem = "grant places the client in the callout account (strict mode refuses it)"
-        signer = keys.user_signer(grant.account)
+        signer = keys.user_jwt_signer(grant.account)
         if problem is not None or signer is None:
             problem = problem or f"no signing key for account {grant.account}"
             logger.error("cannot place %r: %s", identity.name, problem)

@@ -624,7 +624,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     keys_problem = ""
     keys = None
     try:
-        keys = env.signing_keys_from_env()
+        keys = env.keyring_from_env().current[0]  # rotating: the first issuer's keys
         if args.callout_account:
             account = _public_key(args.callout_account, KeyKind.ACCOUNT, "--callout-account")
             keys = SigningKeys.operator(
