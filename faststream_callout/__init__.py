@@ -5,7 +5,7 @@ providers, the policy ports and the values they exchange, the outcomes, and the
 keys. Everything else is imported from its layer:
 
 - ``faststream_callout.protocol``: claims, JWTs, nkeys, xkeys (pure, no I/O);
-- ``faststream_callout.core``: the pipeline, signing keys, throttle, errors;
+- ``faststream_callout.core``: the pipeline, signing keys and keyring, throttle, errors;
 - ``faststream_callout.integration``: router, providers, observers, cache, sessions;
 - ``faststream_callout.batteries``: ready-made lookups and permission builders;
 - ``faststream_callout.testing``: FakeServer, local servers, the pytest plugin;

@@ -208,12 +208,12 @@ class CalloutEnv:
         targets = self.server.accounts.values()
         return SigningKeys.operator(
             signer,
-            accounts={account: self._user_signer(account) for account in targets},
+            accounts={account: self._user_jwt_signer(account) for account in targets},
             xkey=xkey,
         )
 
-    def _user_signer(self, account: str) -> Any:
-        signer = self.keys.user_signer(account)
+    def _user_jwt_signer(self, account: str) -> Any:
+        signer = self.keys.user_jwt_signer(account)
         assert signer is not None, account
         return signer.key
 

@@ -26,7 +26,7 @@ from faststream.security import SASLPlaintext
 from nats.errors import Error as NatsError
 
 from faststream_callout import Grant, Identity, KeyPair, Permission, XKeyPair, callout_router
-from faststream_callout.core.env import signing_keys_from_env
+from faststream_callout.core.env import keyring_from_env, signing_keys_from_env
 from faststream_callout.core.errors import ConfigurationError
 from faststream_callout.core.pipeline import CalloutPipeline
 from faststream_callout.protocol.claims import AuthorizationRequest
@@ -333,7 +333,7 @@ def test_signing_keys_from_env_names_the_variable_never_the_value() -> None:
 async def test_rotation_seeds_from_env_serve_old_and_new_server_configs() -> None:
     old, new = KeyPair.create_account(), KeyPair.create_account()
     old_xkey, new_xkey = XKeyPair.generate(), XKeyPair.generate()
-    keys = signing_keys_from_env(
+    keys = keyring_from_env(
         {
             "CALLOUT_ISSUER_SEED": old.seed,
             "CALLOUT_NEXT_ISSUER_SEED": new.seed,
@@ -359,19 +359,17 @@ def test_rotation_seeds_are_checked_and_never_echoed() -> None:
     issuer = KeyPair.create_account()
     xkey_seed = XKeyPair.generate().seed
     with pytest.raises(ConfigurationError, match="CALLOUT_NEXT_XKEY_SEED is set but") as info:
-        signing_keys_from_env(
-            {"CALLOUT_ISSUER_SEED": issuer.seed, "CALLOUT_NEXT_XKEY_SEED": xkey_seed}
-        )
+        keyring_from_env({"CALLOUT_ISSUER_SEED": issuer.seed, "CALLOUT_NEXT_XKEY_SEED": xkey_seed})
     assert xkey_seed not in str(info.value)
     with pytest.raises(ConfigurationError, match="same key"):
-        signing_keys_from_env(
+        keyring_from_env(
             {"CALLOUT_ISSUER_SEED": issuer.seed, "CALLOUT_NEXT_ISSUER_SEED": issuer.seed}
         )
     user_seed = KeyPair.create_user().seed
     with pytest.raises(
         ConfigurationError, match="CALLOUT_NEXT_ISSUER_SEED must be an account"
     ) as info:
-        signing_keys_from_env(
+        keyring_from_env(
             {"CALLOUT_ISSUER_SEED": issuer.seed, "CALLOUT_NEXT_ISSUER_SEED": user_seed}
         )
     assert user_seed not in str(info.value)

@@ -30,7 +30,8 @@ from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
 
 from faststream_callout import KeyPair, SigningKeys, XKeyPair, callout_router
-from faststream_callout.core.env import signing_keys_from_env
+from faststream_callout.core.env import keyring_from_env
+from faststream_callout.core.keyring import Keyring
 from faststream_callout.core.pipeline import CalloutPipeline, Decision, Outcome
 from faststream_callout.protocol.operator import creds, user_jwt
 from faststream_callout.testing import settle
@@ -160,7 +161,7 @@ def assert_clean(report: Report, setup: Setup) -> None:
 
 
 async def run_doctor(
-    setup: Setup, server: LocalNatsServer, keys: SigningKeys | None, **options: object
+    setup: Setup, server: LocalNatsServer, keys: SigningKeys | Keyring | None, **options: object
 ) -> Report:
     options.setdefault("server_config", server.config_path)
     options.setdefault("probe", True)
@@ -270,7 +271,7 @@ async def test_doctor_agrees_with_the_pipeline_during_a_key_rotation(
     setup, server = deployment
     assert setup.xkey is not None
     previous_issuer, previous_xkey = KeyPair.create_account(), XKeyPair.generate()
-    keys = signing_keys_from_env(
+    keys = keyring_from_env(
         {
             "CALLOUT_ISSUER_SEED": previous_issuer.seed,
             "CALLOUT_NEXT_ISSUER_SEED": setup.issuer.seed,

@@ -18,6 +18,7 @@ import nkeys
 import pytest
 
 from faststream_callout import KeyPair, SigningKeys, XKeyPair
+from faststream_callout.core import Keyring
 from faststream_callout.core.errors import InvalidKeyError
 from faststream_callout.protocol.nkeys import (
     KeyKind,
@@ -297,14 +298,32 @@ def test_signing_keys_repr_hides_every_seed() -> None:
         accounts={target.public_key: target_signer},
         xkey=xkey,
     )
-    seeds = [issuer.seed, xkey.seed, target_signer.seed, callout_signer.seed]
-    for keys in (config, operator):
+    next_xkey = XKeyPair.generate()
+    keyring = Keyring(config, next_keys=[SigningKeys(issuer, xkey=next_xkey)])
+    signer_reprs = [
+        repr(operator.response_signer),
+        repr(operator.user_jwt_signer(target.public_key)),
+    ]
+    seeds = [issuer.seed, xkey.seed, target_signer.seed, callout_signer.seed, next_xkey.seed]
+    assert next_xkey.public_key in repr(keyring)
+    assert callout_signer.public_key in signer_reprs[0]
+    assert target_signer.public_key in signer_reprs[1]
+    for keys in (config, operator, keyring):
         for text in (repr(keys), str(keys)):
             assert issuer.public_key in text
             assert xkey.public_key in text
+        for text in (repr(keys), str(keys), *signer_reprs):
             for seed in seeds:
                 assert seed not in text
                 assert seed[2:30] not in text
+
+
+class _RemoteSigner:
+    # Picklable on its own, like a KMS client's key reference: the keys must still refuse.
+    public_key = KeyPair.create_account().public_key
+
+    def sign(self, data: bytes) -> bytes:
+        raise NotImplementedError
 
 
 @pytest.mark.parametrize(
@@ -313,14 +332,25 @@ def test_signing_keys_repr_hides_every_seed() -> None:
         KeyPair.create_account,
         XKeyPair.generate,
         lambda: SigningKeys(KeyPair.create_account()),
+        lambda: SigningKeys(_RemoteSigner()),
+        lambda: Keyring(SigningKeys(_RemoteSigner())),
     ],
-    ids=["KeyPair", "XKeyPair", "SigningKeys"],
+    ids=["KeyPair", "XKeyPair", "SigningKeys", "SigningKeys of a remote signer", "Keyring"],
 )
 def test_pickling_refused(make: object) -> None:
     secret_holder = make()  # type: ignore[operator]
     for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
         with pytest.raises(TypeError):
             pickle.dumps(secret_holder, protocol=protocol)
+
+
+def test_signing_keys_are_immutable() -> None:
+    keys = SigningKeys(KeyPair.create_account(), xkey=XKeyPair.generate())
+    for name in ("xkey", "callout_account", "response_signer", "mode", "external"):
+        with pytest.raises(AttributeError):
+            setattr(keys, name, None)
+    with pytest.raises(AttributeError):
+        keys.response_signer.key = KeyPair.create_account()  # type: ignore[misc]
 
 
 def test_deepcopy_refused_for_key_pairs() -> None:

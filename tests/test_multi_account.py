@@ -1,8 +1,8 @@
 """Several callout accounts in one pipeline, and key rotation, without a broker.
 
-``SigningKeys.combine`` answers each request with the keys of the account it was
-sent for (the signed request ``sub``); ``next_xkey`` / ``next_signing_key`` and
-``rotate()`` change keys without a refused login.
+A ``Keyring`` answers each request with the keys of the account it was sent for
+(the signed request ``sub``); its ``next_keys``, ``rotate()`` and ``retire()``
+change keys without a refused login.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from faststream_callout import (
     XKeyPair,
     callout_router,
 )
+from faststream_callout.core import Keyring, keyring_from_env, signing_keys_from_env
+from faststream_callout.core.errors import SignerError
 from faststream_callout.core.pipeline import Decision, Outcome
 from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.testing import FakeServer, MintedRequest, Verdict
@@ -74,12 +76,13 @@ class Tenant:
         self.app = KeyPair.create_account()
         self.xkey = XKeyPair.generate()
 
-    def keys(self) -> SigningKeys:
+    def keys(self, signing_key: KeyPair | None = None, xkey: XKeyPair | None = None) -> SigningKeys:
+        """Its keys; with ``signing_key`` or ``xkey`` given, the keys to rotate to."""
         return SigningKeys.operator(
             self.callout.public_key,
-            signing_key=self.signing_key,
+            signing_key=signing_key or self.signing_key,
             accounts={self.app.public_key: self.app},
-            xkey=self.xkey,
+            xkey=xkey or self.xkey,
         )
 
     def server(
@@ -97,7 +100,7 @@ class Tenant:
 
 
 def make(
-    keys: SigningKeys,
+    keys: SigningKeys | Keyring,
     builder: Any,
     lookup: Lookup | None = None,
     settings: CalloutSettings | None = None,
@@ -118,7 +121,7 @@ async def judge(
 
 async def test_each_callout_account_is_answered_with_its_own_keys() -> None:
     one, two = Tenant(), Tenant()
-    keys = SigningKeys.combine(one.keys(), two.keys())
+    keys = Keyring(one.keys(), two.keys())
     lookup = Lookup()
     placement = {
         one.callout.public_key: one.app.public_key,
@@ -141,7 +144,7 @@ async def test_each_callout_account_is_answered_with_its_own_keys() -> None:
 
 async def test_a_tenant_cannot_place_users_into_another_tenants_account() -> None:
     one, two = Tenant(), Tenant()
-    keys = SigningKeys.combine(one.keys(), two.keys())
+    keys = Keyring(one.keys(), two.keys())
     pipeline = make(keys, ByCalloutAccount({}, override=two.app.public_key))
     _, decision, verdict = await judge(pipeline, one.server())
     assert decision.outcome is Outcome.ERROR
@@ -153,9 +156,9 @@ async def test_a_tenant_cannot_place_users_into_another_tenants_account() -> Non
 
 async def test_request_for_an_account_without_keys_gets_an_empty_denial() -> None:
     one, two, stranger = Tenant(), Tenant(), Tenant()
-    keys = SigningKeys.combine(one.keys(), two.keys())
+    keys = Keyring(one.keys(), two.keys())
     stranger_keys = stranger.keys()
-    keys_without_xkey = SigningKeys.combine(
+    keys_without_xkey = Keyring(
         SigningKeys.operator(one.callout, accounts={one.app.public_key: one.app}),
         SigningKeys.operator(two.callout, accounts={two.app.public_key: two.app}),
     )
@@ -177,7 +180,7 @@ async def test_request_for_an_account_without_keys_gets_an_empty_denial() -> Non
 
 async def test_request_encrypted_for_another_accounts_xkey_is_refused() -> None:
     one, two = Tenant(), Tenant()
-    keys = SigningKeys.combine(one.keys(), two.keys())
+    keys = Keyring(one.keys(), two.keys())
     pipeline = make(keys, ByCalloutAccount({two.callout.public_key: two.app.public_key}))
     # A server asking for tenant two but encrypting for tenant one's xkey: misconfigured.
     server = two.server(xkey=one.xkey.public_key)
@@ -187,9 +190,27 @@ async def test_request_encrypted_for_another_accounts_xkey_is_refused() -> None:
     assert not verdict.allowed
 
 
+async def test_request_encrypted_for_another_accounts_next_xkey_is_refused() -> None:
+    one, two = Tenant(), Tenant()
+    following = XKeyPair.generate()
+    keys = Keyring(one.keys(), two.keys(), next_keys=[one.keys(xkey=following)])
+    placement = {
+        one.callout.public_key: one.app.public_key,
+        two.callout.public_key: two.app.public_key,
+    }
+    pipeline = make(keys, ByCalloutAccount(placement))
+    _, decision, _ = await judge(pipeline, two.server(xkey=following.public_key))
+    assert decision.outcome is Outcome.REJECTED
+    assert "of another callout account" in decision.reason
+    # Its own account's server, already on the next xkey: opened and sealed with it.
+    _, _, verdict = await judge(pipeline, one.server(xkey=following.public_key))
+    assert verdict.allowed, verdict.reason
+    assert verdict.encrypted
+
+
 async def test_config_mode_issuer_change_during_a_rolling_restart() -> None:
     old, new = KeyPair.create_account(), KeyPair.create_account()
-    keys = SigningKeys.combine(SigningKeys(old), SigningKeys(new))
+    keys = Keyring(SigningKeys(old), SigningKeys(new))
     pipeline = make(keys, ByCalloutAccount({}, override="APP"))
     for issuer in (old, new):  # servers still on the old issuer, and already on the new one
         server = FakeServer.config_mode(issuer.public_key, accounts=["APP"])
@@ -199,31 +220,54 @@ async def test_config_mode_issuer_change_during_a_rolling_restart() -> None:
         assert verdict.user.iss == issuer.public_key
 
 
-def test_combine_and_select() -> None:
+def test_keyring_select_and_the_keys_of_one_account() -> None:
     one, two = Tenant(), Tenant()
     a, b = one.keys(), two.keys()
-    keys = SigningKeys.combine(a, b)
-    assert keys.members == (a, b)
-    assert keys.select(one.callout.public_key) is a
-    assert keys.select(two.callout.public_key) is b
+    keys = Keyring(a, b)
+    assert keys.current == (a, b)
+    assert keys.next_keys == ()
+    assert keys.callout_accounts == (one.callout.public_key, two.callout.public_key)
+    selected = keys.select(one.callout.public_key)
+    assert selected is not None
+    assert selected.signing is a
+    assert selected.xkeys == (one.xkey,)
+    assert keys.select(two.callout.public_key) == (b, (two.xkey,))
     assert keys.select(KeyPair.create_account().public_key) is None
-    assert a.select(one.callout.public_key) is a
+    # SigningKeys alone answer like a keyring of their one account.
+    assert a.select(one.callout.public_key) == (a, (one.xkey,))
     assert a.select(two.callout.public_key) is None
-    assert a.members == (a,)
-    assert set(keys.xkeys) == {one.xkey, two.xkey}
-    assert keys.callout_account == one.callout.public_key  # the first keys describe it
-    assert SigningKeys.combine(a) is a
-    assert SigningKeys.combine(keys, SigningKeys(KeyPair.create_account())).members[:2] == (a, b)
+    assert a.callout_accounts == (one.callout.public_key,)
+    assert a.xkeys == (one.xkey,)
+    assert keys.xkeys == (one.xkey, two.xkey)
+    assert Keyring(a).current == (a,)
+    assert Keyring(*keys.current, SigningKeys(KeyPair.create_account())).current[:2] == (a, b)
     text = repr(keys)
     assert one.callout.public_key in text
     assert two.callout.public_key in text
     assert one.signing_key.seed not in text
-    with pytest.raises(ConfigurationError, match="two SigningKeys"):
-        SigningKeys.combine(a, one.keys())
+
+
+def test_keyring_refuses_what_it_could_not_serve() -> None:
+    one, two = Tenant(), Tenant()
+    a = one.keys()
+    with pytest.raises(ConfigurationError, match=r"two SigningKeys .* next_keys"):
+        Keyring(a, one.keys())
     with pytest.raises(ConfigurationError, match="at least one"):
-        SigningKeys.combine()
-    with pytest.raises(ConfigurationError, match="combine SigningKeys"):
-        SigningKeys.combine(a, KeyPair.create_account())  # type: ignore[arg-type]
+        Keyring()
+    with pytest.raises(ConfigurationError, match="holds SigningKeys, not KeyPair"):
+        Keyring(a, KeyPair.create_account())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="no current keys"):
+        Keyring(a, next_keys=[two.keys()])
+    with pytest.raises(ConfigurationError, match="two next SigningKeys"):
+        Keyring(a, next_keys=[one.keys(xkey=XKeyPair.generate()), one.keys()])
+    issuer = KeyPair.create_account()
+    with pytest.raises(ConfigurationError, match="operator mode, the current ones for config"):
+        Keyring(SigningKeys(issuer), next_keys=[SigningKeys.operator(issuer)])
+    keys = Keyring(a)
+    stranger = KeyPair.create_account().public_key
+    for change in (keys.rotate, keys.retire):
+        with pytest.raises(ConfigurationError, match=f"no keys for callout account {stranger}"):
+            change(stranger)
 
 
 async def test_one_container_serves_several_brokers() -> None:
@@ -235,7 +279,7 @@ async def test_one_container_serves_several_brokers() -> None:
     container = make_async_container(
         CalloutProvider(),
         PolicyProvider(
-            keys=SigningKeys.combine(one.keys(), two.keys()),
+            keys=Keyring(one.keys(), two.keys()),
             lookup=Lookup(),
             permissions=ByCalloutAccount(placement),
         ),
@@ -255,9 +299,16 @@ async def test_one_container_serves_several_brokers() -> None:
 # --- xkey rotation --------------------------------------------------------------------
 
 
+def rotating_xkeys(
+    issuer: KeyPair, current: XKeyPair, following: XKeyPair
+) -> tuple[Keyring, SigningKeys, SigningKeys]:
+    now, then = SigningKeys(issuer, xkey=current), SigningKeys(issuer, xkey=following)
+    return Keyring(now, next_keys=[then]), now, then
+
+
 async def test_requests_for_either_xkey_are_opened_and_sealed_with_that_key() -> None:
     issuer, current, following = KeyPair.create_account(), XKeyPair.generate(), XKeyPair.generate()
-    keys = SigningKeys(issuer, xkey=current, next_xkey=following)
+    keys, _, _ = rotating_xkeys(issuer, current, following)
     assert keys.xkeys == (current, following)
     pipeline = make(keys, ByCalloutAccount({}, override="APP"))
     for xkey in (current, following, current):
@@ -272,23 +323,61 @@ async def test_requests_for_either_xkey_are_opened_and_sealed_with_that_key() ->
 
 async def test_rotate_then_retire_the_old_xkey() -> None:
     issuer, old, new = KeyPair.create_account(), XKeyPair.generate(), XKeyPair.generate()
-    keys = SigningKeys(issuer, xkey=old, next_xkey=new)
+    keys, old_keys, new_keys = rotating_xkeys(issuer, old, new)
     pipeline = make(keys, ByCalloutAccount({}, override="APP"))
     old_server = FakeServer.config_mode(issuer.public_key, xkey=old.public_key)
     new_server = FakeServer.config_mode(issuer.public_key, xkey=new.public_key)
     keys.rotate()
-    assert (keys.xkey, keys.next_xkey) == (new, old)
+    assert (keys.current, keys.next_keys) == ((new_keys,), (old_keys,))
+    assert keys.xkeys == (new, old)
     for server in (old_server, new_server):  # a server that has not seen the update yet
         _, _, verdict = await judge(pipeline, server)
         assert verdict.allowed, verdict.reason
-    assert FakeServer.for_keys(keys).service_xkey == new.public_key
+    assert FakeServer.for_keys(keys.current[0]).service_xkey == new.public_key
     keys.retire()
     assert keys.xkeys == (new,)
+    assert keys.next_keys == ()
     _, decision, verdict = await judge(pipeline, old_server)
     assert decision.outcome is Outcome.REJECTED
     assert not verdict.allowed
     _, _, verdict = await judge(pipeline, new_server)
     assert verdict.allowed, verdict.reason
+
+
+async def test_rotate_one_account_of_several() -> None:
+    one, two = Tenant(), Tenant()
+    one_next, two_next = XKeyPair.generate(), XKeyPair.generate()
+    keys = Keyring(
+        one.keys(), two.keys(), next_keys=[one.keys(xkey=one_next), two.keys(xkey=two_next)]
+    )
+    assert keys.xkeys == (one.xkey, one_next, two.xkey, two_next)
+    keys.rotate(one.callout.public_key)
+    assert [k.xkey for k in keys.current] == [one_next, two.xkey]
+    keys.retire(two.callout.public_key)
+    assert keys.xkeys == (one_next, one.xkey, two.xkey)
+    assert [k.xkey for k in keys.next_keys] == [one.xkey]
+
+
+async def test_next_keys_that_keep_the_xkey_try_it_once() -> None:
+    tenant = Tenant()
+    opened: list[str] = []
+
+    class Counting(XKeyPair):
+        def open(self, sealed: bytes, sender: str) -> bytes:
+            opened.append(self.public_key)
+            return super().open(sealed, sender)
+
+    xkey = Counting.generate()
+    stranger = XKeyPair.generate()
+    keys = Keyring(
+        tenant.keys(xkey=xkey),
+        next_keys=[tenant.keys(signing_key=KeyPair.create_account(), xkey=xkey)],
+    )
+    assert keys.xkeys == (xkey,)
+    pipeline = make(keys, ByCalloutAccount({tenant.callout.public_key: tenant.app.public_key}))
+    _, decision, _ = await judge(pipeline, tenant.server(xkey=stranger.public_key))
+    assert decision.outcome is Outcome.REJECTED
+    assert opened == [xkey.public_key]  # tried once, not once per keys holding it
 
 
 # --- signing key rotation ----------------------------------------------------------------
@@ -297,13 +386,22 @@ async def test_rotate_then_retire_the_old_xkey() -> None:
 async def test_rotate_the_callout_accounts_signing_key() -> None:
     tenant = Tenant()
     following = KeyPair.create_account()
-    keys = SigningKeys.operator(
-        tenant.callout.public_key,
-        signing_key=tenant.signing_key,
-        next_signing_key=following,
-        accounts={tenant.app.public_key: tenant.app},
+    keys = Keyring(
+        SigningKeys.operator(
+            tenant.callout.public_key,
+            signing_key=tenant.signing_key,
+            accounts={tenant.app.public_key: tenant.app},
+        ),
+        next_keys=[
+            SigningKeys.operator(
+                tenant.callout.public_key,
+                signing_key=following,
+                accounts={tenant.app.public_key: tenant.app},
+            )
+        ],
     )
-    assert keys.next_signing_key is following
+    [upcoming] = keys.next_keys
+    assert upcoming.response_signer.key is following
     # Users placed into the callout account itself (strict mode refuses that) are
     # signed by its signing key too.
     pipeline = make(
@@ -329,8 +427,9 @@ async def test_rotate_the_callout_accounts_signing_key() -> None:
     assert verdict.user is not None
     assert verdict.response.iss == verdict.user.iss == following.public_key
     assert verdict.user.nats.issuer_account == tenant.callout.public_key
-    assert keys.response_signer.key is following
-    assert keys.user_signer(tenant.callout.public_key) == keys.response_signer
+    [current] = keys.current
+    assert current.response_signer.key is following
+    assert current.user_jwt_signer(tenant.callout.public_key) == current.response_signer
 
     # The old key is gone from the account JWT: a service still signing with it is refused.
     only_new = FakeServer.operator_mode(
@@ -344,7 +443,7 @@ async def test_rotate_the_callout_accounts_signing_key() -> None:
     assert verdict.reason == "auth callout signing key is unknown"
     keys.rotate()
     keys.retire()
-    assert keys.next_signing_key is None
+    assert keys.next_keys == ()
     keys.rotate()  # nothing to rotate to: no change
     _, _, verdict = await judge(pipeline, only_new)
     assert verdict.allowed, verdict.reason
@@ -375,25 +474,107 @@ async def test_a_request_in_flight_keeps_the_keys_it_started_with() -> None:
     assert verdict.response.iss == tenant.signing_key.public_key
 
 
-def test_rotation_repr_and_external_flag() -> None:
+async def test_a_request_in_flight_during_rotate_and_retire_keeps_its_keys() -> None:
+    tenant = Tenant()
+    following = tenant.keys(signing_key=KeyPair.create_account(), xkey=XKeyPair.generate())
+    keys = Keyring(tenant.keys(), next_keys=[following])
+    lookup = Lookup()
+    lookup.gate = asyncio.Event()
+    pipeline = make(
+        keys, ByCalloutAccount({tenant.callout.public_key: tenant.app.public_key}), lookup
+    )
+    server = tenant.server()  # knows only the old signing key and xkey
+    minted = server.request(user="alice", password="alice-pw", now=T)
+    pending = asyncio.ensure_future(pipeline.decide(minted.body, minted.server_xkey))
+    await asyncio.sleep(0.01)
+    keys.rotate()  # while the lookup waits: the old keys must still sign this reply
+    keys.retire()
+    lookup.gate.set()
+    decision = await pending
+    verdict = server.check(minted, decision.reply, now=T)
+    assert verdict.allowed, verdict.reason
+    assert verdict.response is not None
+    assert verdict.response.iss == tenant.signing_key.public_key
+    assert keys.current == (following,)
+
+
+async def test_rotation_repr_external_flag_and_probe() -> None:
     tenant = Tenant()
 
     class Kms:
         public_key = KeyPair.create_account().public_key
 
         async def sign(self, data: bytes) -> bytes:
-            raise NotImplementedError
+            raise ConnectionError("kms unreachable")
 
-    keys = SigningKeys.operator(
-        tenant.callout.public_key,
-        signing_key=tenant.signing_key,
-        next_signing_key=Kms(),
-        xkey=tenant.xkey,
-        next_xkey=XKeyPair.generate(),
+    next_xkey = XKeyPair.generate()
+    keys = Keyring(
+        tenant.keys(),
+        next_keys=[
+            SigningKeys.operator(tenant.callout.public_key, signing_key=Kms(), xkey=next_xkey)
+        ],
     )
-    assert keys.external  # the next key counts: it may sign after rotate()
-    assert "rotating" in repr(keys)
-    assert "xkeys=[" in repr(keys)
+    text = repr(keys)
+    assert "next_keys=[SigningKeys(operator" in text
+    assert tenant.xkey.public_key in text
+    assert next_xkey.public_key in text
+    assert Kms.public_key in repr(keys.next_keys[0].response_signer)
+    # Only the keys that sign now decide whether the pipeline waits for a signer.
+    selected = keys.select(tenant.callout.public_key)
+    assert selected is not None
+    assert not selected.signing.external
+    assert keys.next_keys[0].external
+    # The next keys are probed too: they sign after rotate().
+    with pytest.raises(SignerError, match=Kms.public_key):
+        await keys.probe()
+    keys.rotate()
+    selected = keys.select(tenant.callout.public_key)
+    assert selected is not None
+    assert selected.signing.external
+    keys.rotate()
     keys.retire()
-    assert not keys.external
-    assert "rotating" not in repr(keys)
+    assert "next_keys" not in repr(keys)
+    await keys.probe()
+
+
+# --- rotation from the environment -----------------------------------------------------
+
+
+def test_keyring_from_env_without_rotation_variables() -> None:
+    issuer, xkey = KeyPair.create_account(), XKeyPair.generate()
+    keys = keyring_from_env({"CALLOUT_ISSUER_SEED": issuer.seed, "CALLOUT_XKEY_SEED": xkey.seed})
+    assert keys.callout_accounts == (issuer.public_key,)
+    assert [k.xkey.public_key for k in keys.current if k.xkey] == [xkey.public_key]
+    assert keys.next_keys == ()
+
+
+def test_keyring_from_env_rotation_variables_are_next_keys() -> None:
+    old, new = KeyPair.create_account(), KeyPair.create_account()
+    old_xkey, new_xkey = XKeyPair.generate(), XKeyPair.generate()
+    keys = keyring_from_env(
+        {
+            "CALLOUT_ISSUER_SEED": old.seed,
+            "CALLOUT_NEXT_ISSUER_SEED": new.seed,
+            "CALLOUT_XKEY_SEED": old_xkey.seed,
+            "CALLOUT_NEXT_XKEY_SEED": new_xkey.seed,
+        }
+    )
+    assert keys.callout_accounts == (old.public_key, new.public_key)
+    assert [k.xkey.public_key for k in keys.current if k.xkey] == [old_xkey.public_key] * 2
+    assert [k.xkey.public_key for k in keys.next_keys if k.xkey] == [new_xkey.public_key] * 2
+    assert [x.public_key for x in keys.xkeys] == [old_xkey.public_key, new_xkey.public_key]
+
+
+@pytest.mark.parametrize("variable", ["CALLOUT_NEXT_ISSUER_SEED", "CALLOUT_NEXT_XKEY_SEED"])
+def test_signing_keys_from_env_refuses_rotation_variables(variable: str) -> None:
+    # Ignoring them would refuse every login of the servers already on the next keys.
+    seed = (KeyPair.create_account() if "ISSUER" in variable else XKeyPair.generate()).seed
+    environ = {
+        "CALLOUT_ISSUER_SEED": KeyPair.create_account().seed,
+        "CALLOUT_XKEY_SEED": XKeyPair.generate().seed,
+        variable: seed,
+    }
+    with pytest.raises(ConfigurationError, match=f"{variable} is set: .* keyring_from_env") as info:
+        signing_keys_from_env(environ)
+    assert seed not in str(info.value)
+    assert keyring_from_env(environ).callout_accounts

@@ -35,6 +35,7 @@ from faststream_callout import (
     PolicyProvider,
     SigningKeys,
 )
+from faststream_callout.core import Keyring
 from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.testing import FakeServer, Verdict
 
@@ -141,7 +142,8 @@ def test_missing_port_fails_when_the_container_is_built(signing_keys, missing):
         make_async_container(CalloutProvider(), PolicyProvider(**kwargs))
     message = str(caught.value)
     assert f"Cannot find factory for ({PORT_NAMES[missing]}," in message
-    assert "CalloutPipeline" in message  # the dependent is named too
+    # The dependent is named too: the pipeline, or the default keyring of the keys.
+    assert ("CalloutProvider.keyring" if missing is SigningKeys else "CalloutPipeline") in message
     for port, name in PORT_NAMES.items():
         if port is not missing:
             assert f"({name}," not in message
@@ -190,7 +192,8 @@ async def test_policy_provider_supplies_everything(signing_keys, server):
     )
     try:
         pipeline = await container.get(CalloutPipeline)
-        assert pipeline.keys is signing_keys
+        assert isinstance(pipeline.keys, Keyring)  # the default: a keyring of these keys
+        assert pipeline.keys.current == (signing_keys,)
         assert pipeline.lookup is lookup
         assert pipeline.permissions is permissions
         assert pipeline.settings == CalloutSettings()
@@ -233,6 +236,58 @@ async def test_policy_provider_split_across_providers(signing_keys, server):
     finally:
         await container.close()
     assert verdict.allowed, verdict.reason
+
+
+# -- a keyring: several callout accounts, rotation -----------------------------------------
+
+
+async def test_policy_provider_takes_a_keyring(signing_keys, issuer):
+    other = KeyPair.create_account()
+    keyring = Keyring(signing_keys, SigningKeys(other))
+    container = make_async_container(
+        CalloutProvider(),
+        PolicyProvider(keys=keyring, lookup=SyncLookup(), permissions=SyncPermissions()),
+    )
+    try:
+        assert (await container.get(CalloutPipeline)).keys is keyring
+        for key in (issuer, other):  # each issuer's servers are answered with its own key
+            server = FakeServer.config_mode(key.public_key, accounts=["APP"])
+            verdict = await login(container, server, user="fay", password="pw")
+            assert verdict.allowed, verdict.reason
+            assert verdict.response is not None
+            assert verdict.response.iss == key.public_key
+    finally:
+        await container.close()
+
+
+@pytest.mark.parametrize("as_provider", [False, True], ids=["PolicyProvider", "Provider"])
+async def test_a_keyring_replaces_the_default_under_strict_validation(
+    signing_keys, server, as_provider
+):
+    keyring = Keyring(signing_keys)
+    if as_provider:
+        keys = Provider(scope=Scope.APP)
+        keys.provide(lambda: keyring, provides=Keyring, override=True)
+    else:
+        keys = PolicyProvider(keys=keyring, override=True)
+    container = make_async_container(
+        CalloutProvider(),
+        keys,
+        PolicyProvider(lookup=SyncLookup(), permissions=SyncPermissions()),
+        validation_settings=STRICT_VALIDATION,
+    )
+    try:
+        assert (await container.get(CalloutPipeline)).keys is keyring
+        verdict = await login(container, server, user="gus", password="pw")
+    finally:
+        await container.close()
+    assert verdict.allowed, verdict.reason
+    with pytest.raises(ImplicitOverrideDetectedError, match="Keyring"):
+        make_async_container(
+            CalloutProvider(),
+            PolicyProvider(keys=keyring, lookup=SyncLookup(), permissions=SyncPermissions()),
+            validation_settings=STRICT_VALIDATION,
+        )
 
 
 # -- overrides per environment ---------------------------------------------------------------

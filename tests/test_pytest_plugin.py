@@ -552,7 +552,7 @@ async def test_nkey_and_creds_logins_and_a_shared_server_between_services():
             with pytest.raises(PermissionMismatch, match=r"client 'nkey U[A-Z0-9]+'"):
                 await expect_permissions(nc, pub_allow=["admin.x"])
             # A .creds login (a user JWT of APP itself) skips the callout: plumbing only.
-            signer = deployment.keys.user_signer(deployment.account("APP"))
+            signer = deployment.keys.user_jwt_signer(deployment.account("APP"))
             assert signer is not None
             jwt_user = KeyPair.create_user()
             text = creds(user_jwt(jwt_user.public_key, signer.key), jwt_user)

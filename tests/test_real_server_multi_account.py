@@ -38,6 +38,7 @@ from faststream_callout import (
     XKeyPair,
     callout_router,
 )
+from faststream_callout.core import Keyring
 from faststream_callout.core.pipeline import Decision, Outcome
 from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.protocol.nkeys import decode_seed
@@ -252,7 +253,7 @@ async def test_one_app_serves_two_callout_accounts(workdir: Path) -> None:
     second = CalloutAccount("AUTH2", xkey=XKeyPair.generate())
     world = World([first, second], workdir)
     decisions: list[Decision] = []
-    keys = SigningKeys.combine(
+    keys = Keyring(
         SigningKeys.operator(
             first.key.public_key,
             signing_key=first.signing_keys[0],
@@ -316,13 +317,20 @@ async def test_rotate_signing_key_and_xkey_while_logins_run(workdir: Path, with_
     old_xkey, new_xkey = (CountingXKey(), CountingXKey()) if with_xkey else (None, None)
     auth = CalloutAccount("AUTH", signing_keys=[old_key], xkey=old_xkey)
     world = World([auth], workdir)
-    keys = SigningKeys.operator(
-        auth.key.public_key,
-        signing_key=old_key,
-        next_signing_key=new_key,  # not in the account JWT yet: it waits
-        accounts={auth.target.public_key: auth.target},
-        xkey=old_xkey,
-        next_xkey=new_xkey,  # accepted already, before the account JWT names it
+
+    def keys_of(signing_key: KeyPair, xkey: XKeyPair | None) -> SigningKeys:
+        return SigningKeys.operator(
+            auth.key.public_key,
+            signing_key=signing_key,
+            accounts={auth.target.public_key: auth.target},
+            xkey=xkey,
+        )
+
+    keys = Keyring(
+        keys_of(old_key, old_xkey),
+        # Not in the account JWT yet: the next signing key waits, the next xkey is
+        # accepted already, before the account JWT names it.
+        next_keys=[keys_of(new_key, new_xkey)],
     )
     decisions: list[Decision] = []
     # "home-*" users stay in the callout account: the server checks their user JWT's
@@ -396,12 +404,8 @@ async def test_rotate_signing_key_and_xkey_while_logins_run(workdir: Path, with_
                 assert new_xkey.opened > 0
                 assert keys.xkeys == (new_xkey,)
             # Control: the server now refuses what the old keys sign or can open.
-            pipeline.keys = SigningKeys.operator(
-                auth.key.public_key,
-                signing_key=old_key,
-                accounts={auth.target.public_key: auth.target},
-                xkey=old_xkey,
-            )
+            assert keys.next_keys == ()
+            pipeline.keys = keys_of(old_key, old_xkey)
             control = await attempt_login(world.url, user="home-x", password="home-x-pw")
             assert control.refused, control.error
         finally:

@@ -440,6 +440,25 @@ def test_external_flag_and_repr() -> None:
     assert operator.external
 
 
+def test_a_signers_own_repr_is_never_shown() -> None:
+    # A KMS client's repr may carry its credentials: the keys show public keys only.
+    secret = "kms-credential-" + os.urandom(8).hex()
+    issuer, app, app_signer = (KeyPair.create_account() for _ in range(3))
+
+    class Chatty(KmsSigner):
+        def __repr__(self) -> str:
+            return f"Chatty(token={secret})"
+
+    keys = SigningKeys.operator(Chatty(issuer), accounts={app.public_key: Chatty(app_signer)})
+    user_jwt_signer = keys.user_jwt_signer(app.public_key)
+    assert user_jwt_signer is not None
+    texts = [repr(keys), repr(keys.response_signer), repr(user_jwt_signer)]
+    assert issuer.public_key in texts[1]
+    assert app_signer.public_key in texts[2]
+    assert app.public_key in texts[2]  # the account it signs for (issuer_account)
+    assert all(secret not in text for text in texts)
+
+
 async def test_probe_signs_with_every_external_signer() -> None:
     callout, app, app_sk = (KeyPair.create_account() for _ in range(3))
     good = SigningKeys.operator(KmsSigner(callout), accounts={app.public_key: KmsSigner(app_sk)})

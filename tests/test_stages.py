@@ -18,6 +18,7 @@ from policies import Everyone, FixedGrant
 from faststream_callout import CalloutPipeline, CalloutSettings, Grant, KeyPair, XKeyPair
 from faststream_callout.core import stages
 from faststream_callout.core.errors import Denied
+from faststream_callout.core.keyring import Keyring
 from faststream_callout.core.pipeline import Outcome
 from faststream_callout.core.signing import SigningKeys
 from faststream_callout.integration.router import XKEY_HEADER
@@ -36,8 +37,9 @@ def pipeline_for(keys: SigningKeys) -> CalloutPipeline:
     return CalloutPipeline(keys, Everyone(), FixedGrant(pub=["chat.>"]), clock=lambda: T)
 
 
-def doctor_findings(keys: SigningKeys | None, body: bytes, header: str | None) -> Report:
-    checkup = Checkup(Report("offline"), url="", credentials={}, keys=keys)
+def doctor_findings(keys: SigningKeys | Keyring | None, body: bytes, header: str | None) -> Report:
+    keyring = keys if keys is None or isinstance(keys, Keyring) else Keyring(keys)
+    checkup = Checkup(Report("offline"), url="", credentials={}, keys=keyring)
     analyze(checkup, body, header, T)
     return checkup.report
 
@@ -59,7 +61,7 @@ def reseal(server: FakeServer, minted: MintedRequest, claims: AuthorizationReque
 
 @dataclasses.dataclass
 class Scenario:
-    keys: SigningKeys
+    keys: SigningKeys | Keyring
     body: bytes
     header: str | None
 
@@ -82,15 +84,19 @@ def encrypted() -> Scenario:
 
 def next_xkey() -> Scenario:
     following = XKeyPair.generate()
-    keys = SigningKeys(KeyPair.create_account(), xkey=XKeyPair.generate(), next_xkey=following)
-    server = FakeServer.config_mode(keys.callout_account, xkey=following.public_key)
+    issuer = KeyPair.create_account()
+    keys = Keyring(
+        SigningKeys(issuer, xkey=XKeyPair.generate()),
+        next_keys=[SigningKeys(issuer, xkey=following)],
+    )
+    server = FakeServer.config_mode(issuer.public_key, xkey=following.public_key)
     minted = _mint(server)
     return Scenario(keys, minted.body, minted.server_xkey)
 
 
 def next_issuer() -> Scenario:
     xkey, following = XKeyPair.generate(), KeyPair.create_account()
-    keys = SigningKeys.combine(
+    keys = Keyring(
         SigningKeys(KeyPair.create_account(), xkey=xkey), SigningKeys(following, xkey=xkey)
     )
     minted = _mint(FakeServer.config_mode(following.public_key, xkey=xkey.public_key))
@@ -149,7 +155,7 @@ def header_not_signed() -> Scenario:
 def xkey_of_another_account() -> Scenario:
     ours, theirs = XKeyPair.generate(), XKeyPair.generate()
     other = KeyPair.create_account()
-    keys = SigningKeys.combine(
+    keys = Keyring(
         SigningKeys(KeyPair.create_account(), xkey=ours), SigningKeys(other, xkey=theirs)
     )
     # A request for the second account, sealed for the first one's xkey.
@@ -205,7 +211,7 @@ def test_the_doctor_reports_every_problem_the_pipeline_stops_at_the_first() -> N
     minted = server.request(user="alice", now=T - 3600)
     forged = msgspec.structs.replace(minted.claims, aud="someone-else")  # and expired
     body = reseal(server, minted, forged)
-    exchange = stages.Exchange(forged, forged.nats, keys)
+    exchange = stages.Exchange(forged, forged.nats, keys, keys.xkeys)
     assert stages.verify(exchange, T) == "request audience is not nats-authorization-request"
     assert [p.check for p in stages.claims_problems(forged, T)] == ["audience", "times"]
     message = failed(doctor_findings(keys, body, None))["request.verify"]
@@ -259,9 +265,9 @@ def test_the_callout_account_comes_from_the_signed_sub_not_the_wire() -> None:
 
 def test_select_keys_names_the_accounts_we_sign_for() -> None:
     first, second = KeyPair.create_account(), KeyPair.create_account()
-    keys = SigningKeys.combine(SigningKeys(first), SigningKeys(second))
+    keys = Keyring(SigningKeys(first), SigningKeys(second))
     minted = FakeServer.config_mode(second.public_key).request(now=T)
-    assert stages.select_keys(keys, minted.claims).callout_account == second.public_key
+    assert stages.select_keys(keys, minted.claims).signing.callout_account == second.public_key
     stranger = FakeServer.config_mode(KeyPair.create_account().public_key).request(now=T)
     with pytest.raises(stages.Rejected) as refused:
         stages.select_keys(keys, stranger.claims)

@@ -1,4 +1,4 @@
-"""The core layer: the pipeline and its stages, signing keys, the throttle, policy ports, errors.
+"""The core layer: the pipeline and its stages, keys and keyring, throttle, policy ports, errors.
 
 It imports only the protocol layer; FastStream and Dishka live one layer up.
 """
@@ -6,6 +6,7 @@ It imports only the protocol layer; FastStream and Dishka live one layer up.
 from __future__ import annotations
 
 from faststream_callout.core.env import (
+    keyring_from_env,
     signing_keys_from_env,
 )
 from faststream_callout.core.errors import (
@@ -18,6 +19,7 @@ from faststream_callout.core.errors import (
     NotApplicable,
     SignerError,
 )
+from faststream_callout.core.keyring import Keyring
 from faststream_callout.core.pipeline import (
     CalloutPipeline,
     CalloutSettings,
@@ -32,10 +34,10 @@ from faststream_callout.core.policy import (
     PermissionBuilder,
 )
 from faststream_callout.core.signing import (
+    AccountSigner,
     CalloutMode,
     Signer,
     SigningKeys,
-    UserSigner,
 )
 from faststream_callout.core.throttle import (
     MemoryThrottle,
@@ -45,6 +47,7 @@ from faststream_callout.core.throttle import (
 )
 
 __all__ = [
+    "AccountSigner",
     "CalloutError",
     "CalloutMode",
     "CalloutPipeline",
@@ -58,6 +61,7 @@ __all__ = [
     "IdentityLookup",
     "InvalidJWTError",
     "InvalidKeyError",
+    "Keyring",
     "MemoryThrottle",
     "NoThrottle",
     "NotApplicable",
@@ -68,7 +72,7 @@ __all__ = [
     "SigningKeys",
     "Throttle",
     "ThrottlePolicy",
-    "UserSigner",
+    "keyring_from_env",
     "log_decision",
     "signing_keys_from_env",
 ]

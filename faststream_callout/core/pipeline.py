@@ -17,6 +17,7 @@ from typing import Final
 
 from faststream_callout.core import stages
 from faststream_callout.core.errors import Denied, Drop
+from faststream_callout.core.keyring import Keyring
 from faststream_callout.core.policy import Identity, IdentityLookup, PermissionBuilder
 from faststream_callout.core.signing import SigningKeys
 from faststream_callout.core.throttle import Throttle, ThrottleGate, throttle_keys
@@ -173,7 +174,9 @@ class CalloutPipeline:
     """Answers nats-server authorization requests.
 
     Args:
-        keys: the keys that sign responses and user JWTs (and the xkey).
+        keys: the keys that sign responses and user JWTs (and the xkey): the
+            :class:`SigningKeys` of one callout account, or a :class:`Keyring`
+            (several callout accounts, key rotation).
         lookup: who the client is.
         permissions: what the identity may do.
         settings: tunables.
@@ -188,7 +191,7 @@ class CalloutPipeline:
 
     def __init__(
         self,
-        keys: SigningKeys,
+        keys: SigningKeys | Keyring,
         lookup: IdentityLookup,
         permissions: PermissionBuilder,
         settings: CalloutSettings | None = None,
@@ -271,15 +274,16 @@ class CalloutPipeline:
                 Outcome.REJECTED, b"", exc.reason, latency=time.perf_counter() - started
             )
         try:
-            keys = stages.select_keys(all_keys, claims)
+            selected = stages.select_keys(all_keys, claims)
         except stages.Rejected as exc:
             # Nothing we sign would be accepted. Deny, unsigned.
             logger.warning("auth callout request rejected: %s", exc.reason)
             latency = time.perf_counter() - started
             return Decision(Outcome.REJECTED, b"", exc.reason, claims.nats, latency=latency)
+        keys = selected.signing  # fixed for this request, whatever rotates meanwhile
         sign_by = stages.signing_deadline(claims.exp, now, settings) if keys.external else None
         request = stages.callout_request(claims)
-        return stages.Exchange(claims, request, keys, server_xkey, xkey, sign_by)
+        return stages.Exchange(claims, request, keys, selected.xkeys, server_xkey, xkey, sign_by)
 
     async def _decide(self, body: bytes, server_xkey: str | None, started: float) -> Decision:
         now = self._clock()

@@ -32,6 +32,7 @@ import msgspec
 import nacl.exceptions
 
 from faststream_callout.core.errors import Denied, InvalidJWTError, InvalidKeyError, SignerError
+from faststream_callout.core.keyring import Keyring
 from faststream_callout.core.policy import (
     Grant,
     Identity,
@@ -39,7 +40,14 @@ from faststream_callout.core.policy import (
     PermissionBuilder,
     resolve_by,
 )
-from faststream_callout.core.signing import CalloutMode, Signer, SigningKeys, UserSigner, sign_jwt
+from faststream_callout.core.signing import (
+    AccountSigner,
+    CalloutMode,
+    RequestKeys,
+    Signer,
+    SigningKeys,
+    sign_jwt,
+)
 from faststream_callout.protocol import jwt
 from faststream_callout.protocol.claims import (
     AUTH_REQUEST_AUDIENCE,
@@ -140,7 +148,8 @@ class Exchange(msgspec.Struct, frozen=True):
         claims: the request JWT, signature checked (the other checks: :func:`verify`).
         request: what the policy sees: ``claims.nats`` with ``callout_account``
             set from the signed ``sub`` (nats-server does not send it).
-        keys: the keys of that callout account.
+        keys: the keys of that callout account: they sign the reply.
+        accepted_xkeys: that account's xkeys; the one that opened the request must be one.
         server_xkey: the ``Nats-Server-Xkey`` header: the reply is sealed to it.
         xkey: our xkey that opened the request; the server opens the reply with it.
         sign_by: the loop time by which external signers must answer.
@@ -150,6 +159,7 @@ class Exchange(msgspec.Struct, frozen=True):
     claims: AuthorizationRequestClaims
     request: AuthorizationRequest
     keys: SigningKeys
+    accepted_xkeys: tuple[XKeyPair, ...]
     server_xkey: str | None = None
     xkey: XKeyPair | None = None
     sign_by: float | None = None
@@ -202,7 +212,7 @@ def decode_request(token: bytes) -> AuthorizationRequestClaims:
         raise Rejected(str(exc)) from None
 
 
-def select_keys(keys: SigningKeys, claims: AuthorizationRequestClaims) -> SigningKeys:
+def select_keys(keys: SigningKeys | Keyring, claims: AuthorizationRequestClaims) -> RequestKeys:
     """The keys for the callout account the request's signed ``sub`` names.
 
     Raises:
@@ -211,7 +221,7 @@ def select_keys(keys: SigningKeys, claims: AuthorizationRequestClaims) -> Signin
     """
     selected = keys.select(claims.sub)
     if selected is None:
-        ours = ", ".join(member.callout_account for member in keys.members)
+        ours = ", ".join(keys.callout_accounts)
         raise Rejected(
             f"request is for callout account {claims.sub}, this service signs for {ours}"
         )
@@ -271,7 +281,7 @@ def _header_is_signed(exchange: Exchange) -> str | None:
 
 
 def _encrypted(exchange: Exchange) -> str | None:
-    xkeys = exchange.keys.xkeys
+    xkeys = exchange.accepted_xkeys
     if exchange.server_xkey is None and xkeys:
         return (
             "request is not encrypted but this service has an xkey; configure the server "
@@ -282,7 +292,7 @@ def _encrypted(exchange: Exchange) -> str | None:
 
 def _for_this_account(exchange: Exchange) -> str | None:
     xkey = exchange.xkey
-    if xkey is not None and xkey not in exchange.keys.xkeys:
+    if xkey is not None and xkey not in exchange.accepted_xkeys:
         return (
             f"request for callout account {exchange.claims.sub} is encrypted for the xkey "
             f"{xkey.public_key} of another callout account"
@@ -464,7 +474,7 @@ def user_claims(
     *,
     name: str,
     user_nkey: str,
-    signer: UserSigner,
+    signer: AccountSigner,
     mode: CalloutMode,
     expires: int,
     strict: bool,
@@ -533,7 +543,7 @@ async def issue(
     """
     keys = exchange.keys
     problem = placement_problem(grant, keys, settings)
-    signer = keys.user_signer(grant.account)
+    signer = keys.user_jwt_signer(grant.account)
     if problem is not None or signer is None:
         problem = problem or f"no signing key for account {grant.account}"
         logger.error("cannot place %r: %s", identity.name, problem)

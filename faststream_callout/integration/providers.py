@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from dishka import Provider, Scope, provide
 
+from faststream_callout.core.keyring import Keyring
 from faststream_callout.core.pipeline import CalloutPipeline, CalloutSettings
 from faststream_callout.core.policy import IdentityLookup, PermissionBuilder
 from faststream_callout.core.signing import SigningKeys
@@ -22,6 +23,11 @@ class CalloutProvider(Provider):
     keys or policy), so a missing one fails when the container is built, not
     on the first login. Ports are APP-scoped: hold pools and clients in them
     and open per-request resources inside ``lookup``/``build``.
+
+    The pipeline reads its keys from a :class:`Keyring`: by default the keyring
+    of the one callout account whose ``SigningKeys`` you provide. For several
+    callout accounts or key rotation provide a ``Keyring`` instead (it replaces
+    the default, like settings: ``override=True`` under strict validation).
     """
 
     scope = Scope.APP
@@ -37,9 +43,14 @@ class CalloutProvider(Provider):
         return MemoryThrottle()
 
     @provide
+    def keyring(self, keys: SigningKeys) -> Keyring:
+        """The keys of the one callout account provided; provide a Keyring to replace it."""
+        return Keyring(keys)
+
+    @provide
     def pipeline(
         self,
-        keys: SigningKeys,
+        keys: Keyring,
         lookup: IdentityLookup,
         permissions: PermissionBuilder,
         settings: CalloutSettings,
@@ -57,13 +68,15 @@ class PolicyProvider(Provider):
 
     Pass only what you want to provide; with ``override=True`` the given
     objects replace earlier providers (required under ``STRICT_VALIDATION``).
+    ``keys`` may be a :class:`Keyring` (several callout accounts, rotation):
+    it replaces :class:`CalloutProvider`'s default keyring.
 
     """
 
     def __init__(
         self,
         *,
-        keys: SigningKeys | None = None,
+        keys: SigningKeys | Keyring | None = None,
         lookup: IdentityLookup | None = None,
         permissions: PermissionBuilder | None = None,
         settings: CalloutSettings | None = None,
@@ -72,7 +85,7 @@ class PolicyProvider(Provider):
     ) -> None:
         super().__init__(scope=Scope.APP)
         provided: list[tuple[str, type, object | None]] = [
-            ("keys", SigningKeys, keys),
+            ("keys", Keyring if isinstance(keys, Keyring) else SigningKeys, keys),
             ("lookup", IdentityLookup, lookup),
             ("permissions", PermissionBuilder, permissions),
             ("settings", CalloutSettings, settings),

@@ -190,7 +190,7 @@ class FakeServer:
             return cls.config_mode(keys.callout_account, xkey=xkey)
         signing: dict[str, set[str]] = {}
         for account in keys.target_accounts:
-            signer = keys.user_signer(account)
+            signer = keys.user_jwt_signer(account)
             signing.setdefault(account, set())
             if signer is not None and signer.issuer_account:
                 signing[account].add(signer.key.public_key)

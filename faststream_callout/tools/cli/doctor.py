@@ -12,8 +12,10 @@ import os
 
 from faststream_callout.core import env
 from faststream_callout.core.errors import ConfigurationError
-from faststream_callout.core.signing import SigningKeys
+from faststream_callout.core.keyring import Keyring
+from faststream_callout.core.signing import Signer, SigningKeys
 from faststream_callout.protocol.nkeys import KeyKind
+from faststream_callout.protocol.xkeys import XKeyPair
 from faststream_callout.tools import doctor
 from faststream_callout.tools.cli.common import CliError, out, public_key
 
@@ -83,12 +85,10 @@ def run(args: argparse.Namespace) -> int:
     keys_problem = ""
     keys = None
     try:
-        keys = env.signing_keys_from_env()
+        keys = env.keyring_from_env()  # with the next issuer and xkey of a rotation
         if args.callout_account:
             account = public_key(args.callout_account, KeyKind.ACCOUNT, "--callout-account")
-            keys = SigningKeys.operator(
-                account, signing_key=keys.response_signer.key, xkey=keys.xkey
-            )
+            keys = _as_signing_keys_of(account, keys)
     except ConfigurationError as exc:  # names the variable, never its value
         keys_problem = str(exc)
     report = asyncio.run(
@@ -118,3 +118,22 @@ def run(args: argparse.Namespace) -> int:
         )
     out(report.to_json() if args.json else report.format(), end="" if not args.json else "\n")
     return report.exit_code
+
+
+def _as_signing_keys_of(account: str, keyring: Keyring) -> Keyring:
+    """Operator mode: the issuer seeds are signing keys of ``account``; a next one rotates."""
+    current = keyring.current[0]
+    following = [*keyring.current[1:], *keyring.next_keys]
+    signing = following[0].response_signer.key if len(keyring.current) > 1 else None
+    xkey = keyring.next_keys[0].xkey if keyring.next_keys else None
+
+    def of(key: Signer, xkey: XKeyPair | None) -> SigningKeys:
+        return SigningKeys.operator(account, signing_key=key, xkey=xkey)
+
+    first = of(current.response_signer.key, current.xkey)
+    if signing is None and xkey is None:
+        return Keyring(first)
+    return Keyring(
+        first,
+        next_keys=[of(signing or current.response_signer.key, xkey or current.xkey)],
+    )

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from faststream_callout.core.keyring import Keyring
 from faststream_callout.core.signing import SigningKeys
 from faststream_callout.tools.doctor.bypass import check_bypass
 from faststream_callout.tools.doctor.checkup import Checkup
@@ -55,7 +56,7 @@ async def diagnose(
     url: str,
     *,
     credentials: Mapping[str, str],
-    keys: SigningKeys | None,
+    keys: SigningKeys | Keyring | None,
     server_config: str | Path | None = None,
     system_credentials: Mapping[str, str] | None = None,
     wait: float = 3.0,
@@ -69,7 +70,8 @@ async def diagnose(
         url: the nats-server the service connects to.
         credentials: the service's login, as ``nats.connect`` keywords
             (``user``/``password``, ``user_credentials``, ``nkeys_seed``, ``token``).
-        keys: the service's :class:`SigningKeys` (issuer and xkey); ``None`` when
+        keys: the service's :class:`SigningKeys` (issuer and xkey), or its :class:`Keyring`
+            (several callout accounts, a rotation's next keys); ``None`` when
             they could not be loaded (the key checks then fail).
         server_config: the nats-server configuration file, to compare the
             ``auth_callout`` block (config mode) or ``resolver_preload``
@@ -88,7 +90,7 @@ async def diagnose(
         Report(url),
         url=url,
         credentials=dict(credentials),
-        keys=keys,
+        keys=keys if keys is None or isinstance(keys, Keyring) else Keyring(keys),
         system_credentials=system_credentials,
         wait=wait,
         probe=probe,

@@ -6,6 +6,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from faststream_callout.core.keyring import Keyring
 from faststream_callout.core.signing import SigningKeys
 from faststream_callout.protocol.nkeys import KeyKind, is_public_key
 from faststream_callout.testing.probes import settle
@@ -26,7 +27,7 @@ class Checkup:
     report: Report
     url: str
     credentials: Mapping[str, str]
-    keys: SigningKeys | None
+    keys: Keyring | None  # the service's keys, current and next (a rotation)
     system_credentials: Mapping[str, str] | None = None
     wait: float = 3.0
     probe: bool = False
@@ -49,8 +50,13 @@ class Checkup:
             account = str(self.info.get("account", ""))
             return "operator" if is_public_key(account, KeyKind.ACCOUNT) else "config"
         if self.keys is not None:
-            return self.keys.mode.value
+            return self.keys.current[0].mode.value
         return ""
+
+    @property
+    def primary(self) -> SigningKeys | None:
+        """The keys of the first callout account: what the service signs with by default."""
+        return self.keys.current[0] if self.keys is not None else None
 
     @property
     def service_user(self) -> str:

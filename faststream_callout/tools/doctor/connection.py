@@ -109,7 +109,7 @@ def check_account(checkup: Checkup) -> None:
     keys = checkup.keys
     if checkup.mode == "operator" and keys is not None and keys.select(account) is None:
         checkup.mismatch = True
-        ours = ", ".join(member.callout_account for member in keys.members)
+        ours = ", ".join(keys.callout_accounts)
         report.add(
             "account",
             Status.FAIL,

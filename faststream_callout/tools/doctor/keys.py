@@ -16,7 +16,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
-from faststream_callout.core.signing import ANY_ACCOUNT, CalloutMode, SigningKeys
+from faststream_callout.core.keyring import Keyring
+from faststream_callout.core.signing import ANY_ACCOUNT, CalloutMode
 from faststream_callout.tools.doctor.checkup import Checkup
 from faststream_callout.tools.doctor.report import Status
 from faststream_callout.tools.doctor.server_config import strings
@@ -48,15 +49,15 @@ def key_problem(checkup: Checkup, check: str, expected: str) -> bool:
     return True
 
 
-def _issuers(keys: SigningKeys) -> str:
-    return ", ".join(member.callout_account for member in keys.members)
+def _issuers(keys: Keyring) -> str:
+    return ", ".join(keys.callout_accounts)
 
 
 def compare_xkey(checkup: Checkup, check: str, configured: str, where: str) -> None:
     """Compare the server's xkey with ours (any of them: current or next)."""
-    keys = checkup.keys
+    keys, primary = checkup.keys, checkup.primary
     report = checkup.report
-    ours = keys.xkey.public_key if keys and keys.xkey else ""
+    ours = primary.xkey.public_key if primary and primary.xkey else ""
     accepted = {x.public_key for x in keys.xkeys} if keys else set()
     if configured == ours or configured in accepted:
         text = f"requests are encrypted for our xkey {configured}" if configured else ""
@@ -100,7 +101,7 @@ def check_config_keys(checkup: Checkup) -> None:
                 Status.FAIL,
                 f"the server expects issuer {config.issuer} (auth_callout.issuer), "
                 f"the service signs with {ours}",
-                f"set auth_callout.issuer: {keys.callout_account}, or CALLOUT_ISSUER_SEED to "
+                f"set auth_callout.issuer: {keys.callout_accounts[0]}, or CALLOUT_ISSUER_SEED to "
                 f"the seed of {config.issuer}",
                 expected=config.issuer,
                 actual=ours,
@@ -182,7 +183,8 @@ async def check_account_jwt(checkup: Checkup) -> None:
         )
     if checkup.keys is None:
         return
-    keys = checkup.keys.select(account) or checkup.keys  # several callout accounts: this one's
+    selected = checkup.keys.select(account)  # several callout accounts: this one's
+    keys = selected.signing if selected is not None else checkup.keys.current[0]
     xkey = str(auth.get("xkey", "")) if isinstance(auth, dict) else ""
     compare_xkey(checkup, "xkey", xkey, "the account JWT's authorization.xkey")
     signer = keys.response_signer.key.public_key
@@ -262,7 +264,7 @@ async def _fetch_account_jwt(checkup: Checkup, account: str) -> str | None:
 
 def matching_config(checkup: Checkup) -> None:
     """After a mismatch: the server configuration (or account JWT section) our keys fit."""
-    keys = checkup.keys
+    keys = checkup.primary
     if not checkup.mismatch or keys is None:
         return
     xkey = keys.xkey.public_key if keys.xkey else None

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from faststream_callout.core import stages
 from faststream_callout.core.pipeline import CalloutSettings
-from faststream_callout.core.signing import SigningKeys
+from faststream_callout.core.signing import RequestKeys
 from faststream_callout.integration.router import AUTH_CALLOUT_SUBJECT, XKEY_HEADER
 from faststream_callout.protocol.claims import AuthorizationRequestClaims
 from faststream_callout.protocol.xkeys import XKeyPair
@@ -200,7 +200,8 @@ def analyze(checkup: Checkup, body: bytes, header: str | None, arrived: float) -
     _verify_claims(checkup, claims, arrived)
     keys = _callout_account(checkup, claims)
     if keys is not None:
-        _verify_seal(checkup, stages.Exchange(claims, claims.nats, keys, header, xkey))
+        exchange = stages.Exchange(claims, claims.nats, keys.signing, keys.xkeys, header, xkey)
+        _verify_seal(checkup, exchange)
 
 
 def _open(
@@ -282,7 +283,7 @@ def _verify_claims(checkup: Checkup, claims: AuthorizationRequestClaims, arrived
     )
 
 
-def _callout_account(checkup: Checkup, claims: AuthorizationRequestClaims) -> SigningKeys | None:
+def _callout_account(checkup: Checkup, claims: AuthorizationRequestClaims) -> RequestKeys | None:
     """The keys the pipeline answers the request with; reported. None without keys."""
     operator = checkup.mode == "operator"
     what = "callout account" if operator else "issuer"
@@ -295,17 +296,18 @@ def _callout_account(checkup: Checkup, claims: AuthorizationRequestClaims) -> Si
     except stages.Rejected:
         checkup.mismatch = True
         source = "the account JWT's subject" if operator else "auth_callout.issuer"
-        ours = ", ".join(member.callout_account for member in keys.members)
+        ours = ", ".join(keys.callout_accounts)
         checkup.report.add(
             "request.issuer",
             Status.FAIL,
             f"the server expects {what} {claims.sub} ({source}), the service signs with {ours}",
             f"set CALLOUT_ISSUER_SEED to the seed of {claims.sub}, or configure the server "
-            f"with {keys.callout_account}",
+            f"with {keys.callout_accounts[0]}",
             expected=claims.sub,
             actual=ours,
         )
-        return keys  # the encryption is still checked against all our keys
+        # The encryption is still checked, against all our xkeys.
+        return RequestKeys(keys.current[0], keys.xkeys)
     checkup.report.add("request.issuer", Status.OK, f"the request is for our {what} {claims.sub}")
     return selected
 
@@ -316,7 +318,7 @@ def _verify_seal(checkup: Checkup, exchange: stages.Exchange) -> None:
     problems = stages.seal_problems(exchange)
     for problem in problems:
         checkup.mismatch = True
-        xkeys = exchange.keys.xkeys
+        xkeys = exchange.accepted_xkeys
         if problem.check == "encrypted":
             ours = xkeys[0].public_key
             report.add(
