@@ -39,14 +39,16 @@ from faststream_callout.testing.local_server import LocalNatsServer, free_port
 from faststream_callout.tools.cli import main
 from faststream_callout.tools.doctor import Report, Status, diagnose
 from faststream_callout.tools.doctor.permissions import may_publish, may_subscribe
-from faststream_callout.tools.natsconf import NatsConfigError, load, option, parse
+from faststream_callout.tools.natsconf import (
+    NatsConfigError,
+    load,
+    option,
+    parse,
+    render_config_mode,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH = "$SYS.REQ.USER.AUTH"
-
-
-def _quote(value: str) -> str:
-    return json.dumps(value)
 
 
 @dataclass
@@ -68,47 +70,25 @@ class Setup:
     port: int = field(default_factory=free_port)
 
     def render(self) -> str:
-        service = f"{{ user: {_quote(self.service_user)}, password: {_quote(self.service_password)}"
-        service += (
-            f", permissions: {self.service_permissions} }}" if self.service_permissions else " }"
-        )
-        users: dict[str, list[str]] = {
-            "AUTH": [],
-            "APP": ['{ user: "dave", password: "dave-pw" }'],
-            "OTHER": ['{ user: "bob", password: "bob-pw" }'],
-            "SYS": [f'{{ user: "admin", password: {_quote(self.admin_password)} }}'],
-        }
-        users[self.service_account].append(service)
-        accounts = "\n".join(
-            f"  {name}: {{ users: [ {', '.join(entries)} ] }}" for name, entries in users.items()
-        )
         xkey = self.server_xkey
         if xkey == "":
             xkey = self.xkey.public_key if self.xkey else None
-        lines = [
-            f"listen: 127.0.0.1:{self.port}",
-            'server_name: "doctor-test"',
-            "# the callout's accounts",
-            f"accounts {{\n{accounts}\n}}",
-            "system_account: SYS",
-        ]
-        if self.no_auth_user:
-            lines.append(f"no_auth_user: {self.no_auth_user}")
-        callout = [
-            f"    issuer: {self.server_issuer or self.issuer.public_key}",
-            "    account: AUTH",
-            f"    auth_users: [ {', '.join(self.auth_users)} ]",
-        ]
-        if xkey:
-            callout.append(f"    xkey: {xkey}")
-        if self.allowed_accounts:
-            callout.append(f"    allowed_accounts: [ {', '.join(self.allowed_accounts)} ]")
-        lines.append(
-            "authorization {\n  timeout: 0.5\n  auth_callout {\n"
-            + "\n".join(callout)
-            + "\n  }\n}\n"
+        return render_config_mode(
+            issuer=self.server_issuer or self.issuer.public_key,
+            accounts={"APP": {"dave": "dave-pw"}, "OTHER": {"bob": "bob-pw"}},
+            auth_user=self.service_user,
+            auth_password=self.service_password,
+            auth_user_account=self.service_account,
+            auth_user_permissions=self.service_permissions,
+            auth_users=self.auth_users,
+            allowed_accounts=self.allowed_accounts,
+            xkey=xkey,
+            system_password=self.admin_password,
+            timeout=0.5,
+            listen=f"127.0.0.1:{self.port}",
+            server_name="doctor-test",
+            extra=f"no_auth_user: {self.no_auth_user}\n" if self.no_auth_user else "",
         )
-        return "\n".join(lines)
 
     @property
     def credentials(self) -> dict[str, str]:

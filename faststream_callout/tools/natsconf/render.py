@@ -75,6 +75,10 @@ def render_config_mode(
     listen: str | None = None,
     server_name: str | None = None,
     extra: str = "",
+    auth_users: Sequence[str] | None = None,
+    allowed_accounts: Sequence[str] = (),
+    auth_user_account: str | None = None,
+    auth_user_permissions: str = "",
 ) -> str:
     """A config-mode nats-server configuration with auth callout.
 
@@ -98,18 +102,30 @@ def render_config_mode(
         listen: ``host:port`` for a ``listen`` line; none by default (add yours).
         server_name: for a ``server_name`` line.
         extra: raw configuration lines appended at the top level.
+        auth_users: ``auth_callout.auth_users``; by default the service's user
+            (and the system user). Doctor's tests name others to provoke mistakes.
+        allowed_accounts: ``auth_callout.allowed_accounts`` (nats-server 2.11+):
+            only users of these accounts (and unknown users) go through the callout.
+        auth_user_account: the account the service's user is defined in; the
+            callout account by default (anything else is a misconfiguration).
+        auth_user_permissions: a permissions block for the service's user, as
+            configuration text (``{ subscribe: { allow: [...] } }``).
 
     """
     if isinstance(accounts, Mapping):
         users = {name: dict(static) for name, static in accounts.items()}
     else:
         users = {name: {} for name in accounts}
-    callout_users = {**users.pop(callout_account, {}), auth_user: auth_password}
+    users.setdefault(callout_account, {})
+    users.setdefault(auth_user_account or callout_account, {})[auth_user] = auth_password
+    callout_users = users.pop(callout_account)
     system_users = users.pop(system_account, {})
-    auth_users = [auth_user]
+    default_auth_users = [auth_user]
     if system_password is not None:
         system_users[SYSTEM_USER] = system_password
-        auth_users.append(SYSTEM_USER)
+        default_auth_users.append(SYSTEM_USER)
+    auth_users = list(default_auth_users if auth_users is None else auth_users)
+    permissions = {auth_user: auth_user_permissions} if auth_user_permissions else {}
     service = f"{quote(auth_user)} (account {callout_account})"
     xkey_hint = f" {env.CALLOUT_XKEY_SEED}=<seed of {xkey}>" if xkey else ""
     lines = [
@@ -126,9 +142,12 @@ def render_config_mode(
     lines += _server_lines(listen, server_name)
     lines += [
         "accounts {",
-        _account(callout_account, callout_users),
-        *(_account(name, static, jetstream=jetstream) for name, static in users.items()),
-        _account(system_account, system_users)
+        _account(callout_account, callout_users, permissions),
+        *(
+            _account(name, static, permissions, jetstream=jetstream)
+            for name, static in users.items()
+        ),
+        _account(system_account, system_users, permissions)
         + ("" if system_users else "   # add an admin user here for monitoring"),
         "}",
         f"system_account: {quote(system_account)}",
@@ -141,6 +160,8 @@ def render_config_mode(
     ]
     if xkey:
         lines.append(f"    xkey: {xkey}")
+    if allowed_accounts:
+        lines.append(f"    allowed_accounts: [ {', '.join(map(quote, allowed_accounts))} ]")
     lines += ["  }", "}", ""]
     return "\n".join(lines) + extra
 
@@ -203,11 +224,19 @@ def _server_lines(listen: str | None, server_name: str | None) -> list[str]:
     return lines + ([f"server_name: {quote(server_name)}"] if server_name else [])
 
 
-def _account(name: str, users: Mapping[str, str], *, jetstream: bool = False) -> str:
+def _account(
+    name: str,
+    users: Mapping[str, str],
+    permissions: Mapping[str, str] | None = None,
+    *,
+    jetstream: bool = False,
+) -> str:
     fields = ["jetstream: enabled"] if jetstream else []
+    permissions = permissions or {}
     if users:
         entries = ", ".join(
-            f"{{ user: {quote(user)}, password: {quote(password)} }}"
+            f"{{ user: {quote(user)}, password: {quote(password)}"
+            + (f", permissions: {permissions[user]} }}" if user in permissions else " }")
             for user, password in users.items()
         )
         fields.append(f"users: [ {entries} ]")
