@@ -27,9 +27,9 @@ raises an ImportError naming the extra (``pip install faststream-callout[oidc]``
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from faststream_callout._lazy import lazy_exports
 from faststream_callout.batteries._common import EXPIRES_AT
 from faststream_callout.batteries.compose import (
     CREDENTIAL_KINDS,
@@ -97,15 +97,4 @@ _LAZY = {
     "ClientCertificateLookup": "tls",
 }
 
-
-def __getattr__(name: str) -> Any:  # noqa: ANN401 - module attributes of any type
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -7,8 +7,9 @@ Names are imported on first use, so importing one part does not load the others.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from faststream_callout._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from faststream_callout.integration.cache import (
@@ -106,15 +107,4 @@ _WHERE = {
     "PrometheusMetrics": "metrics",
 }
 
-
-def __getattr__(name: str) -> Any:  # noqa: ANN401 - module attributes of any type
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)

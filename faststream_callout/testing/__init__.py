@@ -8,8 +8,9 @@ Names are imported on first use; ``import faststream_callout`` never loads this 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from faststream_callout._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from faststream_callout.testing.cluster import NatsCluster
@@ -100,15 +101,4 @@ _WHERE = {
     "settle": "probes",
 }
 
-
-def __getattr__(name: str) -> Any:  # noqa: ANN401 - module attributes of any type
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)
