@@ -1,9 +1,7 @@
 """Every fenced block of the README runs, or is checked, here.
 
 Blocks are found by parsing the Markdown: a section added later is picked up without
-editing this file. Each ``docs/readme/*.md`` fragment whose first line is not yet in
-README.md is tested as a document of its own. The language (first word after the
-fence) decides:
+editing this file. The language (first word after the fence) decides:
 
 - ``python``: run in order in one namespace per document (later blocks may use earlier
   names), each block a test. A test file (```` ```python test_policy.py ````, a name
@@ -163,17 +161,7 @@ def parse_blocks(doc: Path) -> list[Block]:
     return blocks
 
 
-def documents() -> list[Path]:
-    readme = README.read_text()
-    docs = [README]
-    for fragment in sorted((ROOT / "docs" / "readme").glob("*.md")):
-        lines = fragment.read_text().strip().splitlines()
-        if lines and lines[0].strip() not in readme:  # not appended to the README yet
-            docs.append(fragment)
-    return docs
-
-
-DOCS = documents()
+DOCS = [README]
 BLOCKS = [block for doc in DOCS for block in parse_blocks(doc)]
 RUN = [block for block in BLOCKS if block.lang != "text"]
 
