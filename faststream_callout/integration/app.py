@@ -419,7 +419,8 @@ def _failed_provider(exc: BaseException) -> str | None:
         if code.co_filename.startswith((dishka_dir, "<")):
             inside = True
         elif inside:
-            return code.co_qualname.removesuffix(".__init__")
+            # "create_app.<locals>.Policy.keys" reads as "Policy.keys"
+            return code.co_qualname.rpartition("<locals>.")[2].removesuffix(".__init__")
         tb = tb.tb_next
     return None
 
