@@ -57,7 +57,7 @@ from faststream_callout import (
 from faststream_callout.core import env
 from faststream_callout.integration.app import CALLOUT_CREDS, CalloutStartError
 from faststream_callout.protocol.operator import creds, user_jwt
-from faststream_callout.testing import LocalCalloutServer
+from faststream_callout.testing import LocalCalloutServer, free_port
 from faststream_callout.testing.probes import can_publish, expect_permissions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -617,6 +617,31 @@ async def test_an_error_from_the_start_hook_reaches_the_app(
     (record,) = [r for r in caplog.records if r.name == "faststream_callout"]
     assert record.getMessage() == f"faststream-callout cannot start: {raised.value}"
     assert record.exc_info is None
+
+
+async def test_an_unreachable_server_is_said_while_the_start_retries(
+    pipeline: CalloutPipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"nats://127.0.0.1:{free_port()}"
+    environ = {env.NATS_URL: url, env.CALLOUT_USER: "auth", env.CALLOUT_PASSWORD: "pw"}
+    callout = AuthCallout(pipeline, environ=environ)
+    caplog.set_level(logging.WARNING, "faststream_callout")
+    starting = asyncio.create_task(callout.start())
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "faststream_callout"]
+
+    try:
+        assert await until(lambda: bool(warnings()), within=3)
+        assert not starting.done()  # still retrying: the server may come up
+    finally:
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+    (warning,) = warnings()  # once, not once per retry
+    assert warning.startswith(f"the callout connection cannot reach {url} yet (")
+    assert "'pw'" not in warning
+    assert callout.broker is None
 
 
 # -- server feedback and the decision log ------------------------------------------------

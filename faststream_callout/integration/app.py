@@ -238,18 +238,21 @@ class AuthCallout:
         login = self._login(environ)
         if self.feedback is not None:
             observe(pipeline, self.feedback)
+        watch = _StartWatch(_without_userinfo(login.url))
         broker = NatsBroker(
             login.url,
             security=login.security,
             name=CONNECTION_NAME,
             logger=broker_logger,
             log_level=logging.DEBUG,
+            error_cb=watch.on_error,
         )
         broker.include_router(callout_router(pipeline, **self._router_options))
         if self.feedback is not None:
             broker.include_router(feedback_router(self.feedback, include_in_schema=False))
         try:
             await broker.start()
+            watch.connected = True
             await settle(broker.connection)  # serving before any login depends on it
         except Exception as exc:
             await _quietly_stop(broker)
@@ -380,6 +383,23 @@ class AuthCallout:
         restore, self._restore_logging = self._restore_logging, None
         if restore is not None:
             restore()
+
+
+class _StartWatch:
+    """Says why the first connection is not made yet; FastStream retries in silence."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.connected = False
+        self.seen: set[str] = set()
+
+    async def on_error(self, exc: Exception) -> None:
+        """nats-py's ``error_cb``: each failed attempt, and later errors of the connection."""
+        text = f"{type(exc).__name__}: {exc}"
+        if self.connected or text in self.seen or "authorization violation" in text.lower():
+            return  # once up, FastStream logs broken connections; a refusal is reported
+        self.seen.add(text)
+        logger.warning("the callout connection cannot reach %s yet (%s); retrying", self.url, text)
 
 
 async def _quietly_stop(broker: NatsBroker) -> None:
