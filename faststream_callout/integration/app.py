@@ -124,6 +124,9 @@ class AuthCallout:
     with one line naming it (:class:`CalloutStartError`): a missing or wrong seed, a
     provider that raises, a login the server refuses.
 
+    The callout connects for real whenever the app starts, under FastStream's
+    ``TestApp`` too: leave it out of apps tested with ``TestNatsBroker``.
+
     Args:
         source: a Dishka container providing :class:`CalloutPipeline` (see
             :class:`~faststream_callout.CalloutProvider`): the app's own or one of its
@@ -134,7 +137,8 @@ class AuthCallout:
         creds: a creds file, the login in operator mode; default ``CALLOUT_CREDS``.
         ssl_context: TLS for the connection (``tls://`` URLs need none of their own).
         feedback: log why nats-server refused logins the callout allowed (on by
-            default); a :class:`ServerFeedback` of yours to also count or alert.
+            default); a :class:`ServerFeedback` of yours to also count or alert. The
+            callout's user subscribes to ``$SYS.ACCOUNT.CLIENT.AUTH.ERR`` for it.
         queue: the queue group the app's instances share.
         max_workers: requests decided at once.
         dispatch: see :func:`~faststream_callout.callout_router`.
