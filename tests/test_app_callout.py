@@ -477,7 +477,7 @@ async def test_a_user_that_is_no_auth_user_is_named_in_config_mode(
 
 
 async def test_operator_mode_logs_in_with_creds_and_names_a_refused_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     world = OperatorWorld.generate(with_xkey=False)
     config = world.server_config()
@@ -507,6 +507,8 @@ async def test_operator_mode_logs_in_with_creds_and_names_a_refused_one(
         with pytest.raises(CalloutStartError) as raised:
             await AuthCallout(pipeline).start()
     message = str(raised.value)
+    # The server reached, the login waiting on the callout: never "cannot reach".
+    assert not [r for r in caplog.records if "cannot reach" in r.getMessage()]
     assert f"user 'stranger' {stranger.public_key} of account {world.callout.public_key}" in message
     assert "(CALLOUT_CREDS) was refused" in message
     assert "must hold the callout account's credentials" in message

@@ -403,7 +403,16 @@ class _StartWatch:
         if self.connected or text in self.seen or "authorization violation" in text.lower():
             return  # once up, FastStream logs broken connections; a refusal is reported
         self.seen.add(text)
-        logger.warning("the callout connection cannot reach %s yet (%s); retrying", self.url, text)
+        if isinstance(exc, TimeoutError):  # the server took the login but did not answer
+            logger.warning(
+                "the callout connection's login on %s timed out; retrying (a login that "
+                "is no auth user waits for the callout, that is for itself)",
+                self.url,
+            )
+        else:
+            logger.warning(
+                "the callout connection cannot reach %s yet (%s); retrying", self.url, text
+            )
 
 
 async def _quietly_stop(broker: NatsBroker) -> None:
