@@ -504,8 +504,11 @@ async def test_operator_mode_logs_in_with_creds_and_names_a_refused_one(
         token = user_jwt(stranger.public_key, world.callout, name="stranger")
         bad = write_secret(tmp_path / "stranger.creds", creds(token, stranger))
         monkeypatch.setenv(CALLOUT_CREDS, str(bad))
+        started = time.monotonic()
         with pytest.raises(CalloutStartError) as raised:
             await AuthCallout(pipeline).start()
+        # Refused once the server's 2 s callout deadline passed, not retried meanwhile.
+        assert time.monotonic() - started < 6
     message = str(raised.value)
     # The server reached, the login waiting on the callout: never "cannot reach".
     assert not [r for r in caplog.records if "cannot reach" in r.getMessage()]

@@ -25,6 +25,7 @@ connection of its own and runs it with the app:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import ssl
@@ -250,6 +251,10 @@ class AuthCallout:
             logger=broker_logger,
             log_level=logging.DEBUG,
             error_cb=watch.on_error,
+            # Longer than the server's callout deadline: a login that is no auth user is
+            # then refused ("Authorization Violation", named below) rather than retried
+            # after each client-side timeout.
+            connect_timeout=math.ceil(pipeline.settings.auth_timeout) + 3,
         )
         broker.include_router(callout_router(pipeline, **self._router_options))
         if self.feedback is not None:
