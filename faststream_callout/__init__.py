@@ -1,8 +1,8 @@
 """faststream-callout: NATS auth callout services for FastStream and Dishka.
 
-This page holds what a service author writes every day: the router, the Dishka
-providers, the policy ports and the values they exchange, the outcomes, and the
-keys. Everything else is imported from its layer:
+This page holds what a service author writes every day: the router, the callout of
+an existing app, the Dishka providers, the policy ports and the values they exchange,
+the outcomes, and the keys. Everything else is imported from its layer:
 
 - ``faststream_callout.protocol``: claims, JWTs, nkeys, xkeys (pure, no I/O);
 - ``faststream_callout.core``: the pipeline, signing keys and keyring, throttle, errors;
@@ -23,6 +23,7 @@ from faststream_callout.core.errors import (
 from faststream_callout.core.pipeline import CalloutPipeline, CalloutSettings
 from faststream_callout.core.policy import Grant, Identity, IdentityLookup, PermissionBuilder
 from faststream_callout.core.signing import Signer, SigningKeys
+from faststream_callout.integration.app import AuthCallout
 from faststream_callout.integration.providers import CalloutProvider, PolicyProvider
 from faststream_callout.integration.router import callout_router
 from faststream_callout.protocol.claims import (
@@ -34,6 +35,7 @@ from faststream_callout.protocol.nkeys import KeyPair
 from faststream_callout.protocol.xkeys import XKeyPair
 
 __all__ = [
+    "AuthCallout",
     "AuthorizationRequest",
     "CalloutError",
     "CalloutPipeline",

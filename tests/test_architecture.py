@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
 PURE_FORBIDDEN = ("asyncio", "faststream", "dishka", "nats")
 
 PUBLIC_NAMES = {
+    "AuthCallout",
     "AuthorizationRequest",
     "CalloutError",
     "CalloutPipeline",

@@ -236,6 +236,7 @@ async def test_a_dropped_request_gets_an_empty_body_under_test_broker(
 # FastStream modules the package may import anywhere (documented, public API).
 PUBLIC_FASTSTREAM = {
     "faststream",
+    "faststream.asgi",
     "faststream.exceptions",
     "faststream.message",
     "faststream.security",

@@ -1,6 +1,7 @@
 """The integration layer.
 
-FastStream router, Dishka providers, observers, cache, sessions, feedback, discovery.
+FastStream router, the callout of an existing app, Dishka providers, observers, cache,
+sessions, feedback, discovery.
 
 Names are imported on first use, so importing one part does not load the others.
 """
@@ -12,6 +13,10 @@ from typing import TYPE_CHECKING
 from faststream_callout._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from faststream_callout.integration.app import (
+        AuthCallout,
+        CalloutStartError,
+    )
     from faststream_callout.integration.cache import (
         CacheStats,
         DecisionCache,
@@ -55,10 +60,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTH_CALLOUT_SUBJECT",
+    "AuthCallout",
     "CacheStats",
     "CalloutMessage",
     "CalloutProvider",
     "CalloutService",
+    "CalloutStartError",
     "DecisionCache",
     "Dispatch",
     "Instrument",
@@ -81,6 +88,8 @@ __all__ = [
 ]
 
 _WHERE = {
+    "AuthCallout": "app",
+    "CalloutStartError": "app",
     "AUTH_CALLOUT_SUBJECT": "router",
     "CalloutMessage": "router",
     "Dispatch": "router",

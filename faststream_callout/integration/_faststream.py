@@ -28,6 +28,20 @@ supported range; ``.ci/run`` runs the router tests on its lowest and highest rel
   that ``TestNatsBroker`` takes the path production takes.
 - ``_outer_config.graceful_timeout``: the broker's ``graceful_timeout``, which also bounds
   how long ``stop()`` waits for requests in flight.
+
+For :class:`~faststream_callout.integration.app.AuthCallout`, of the application
+(``faststream._internal.application.Application``, the base of ``FastStream`` and
+``AsgiFastStream``; ``AsgiFastStream.from_app`` shares these lists with the app):
+
+- ``_on_startup_calling``: the ``on_startup`` hooks, awaited in order with the CLI's extra
+  options as keyword arguments before any broker starts. :func:`run_first_on_startup`
+  puts a hook at the front, so the callout serves before any other hook or broker logs in.
+- ``_after_shutdown_calling``: the ``after_shutdown`` hooks, awaited in order without
+  arguments once every broker stopped. :func:`run_first_after_shutdown` puts a hook at
+  the front, ahead of ``container.close`` that dishka-faststream's
+  ``setup_dishka(..., finalize_container=True)`` registers there.
+- ``faststream run`` exits with status 1 after a ``StartupValidationError`` from a
+  startup hook, printing only the CLI options the error lists (none, for ours).
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 
 from faststream import Response
 from faststream.nats.subscriber.usecases.core_subscriber import CoreSubscriber
@@ -43,7 +57,15 @@ from faststream.nats.subscriber.usecases.core_subscriber import CoreSubscriber
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-__all__ = ["Answer", "DirectSubscriber", "Dispatch", "take_over"]
+__all__ = [
+    "Answer",
+    "DirectSubscriber",
+    "Dispatch",
+    "Hook",
+    "run_first_after_shutdown",
+    "run_first_on_startup",
+    "take_over",
+]
 
 Dispatch = Literal["auto", "direct", "framework"]
 
@@ -190,3 +212,30 @@ def take_over(
         answer, dispatch=dispatch, max_workers=max_workers, drain_limit=drain_limit
     )
     return taken
+
+
+Hook = Callable[..., Awaitable[None]]
+"""An application hook: ``on_startup`` ones get the CLI's extra options as keywords."""
+
+
+class _Hooks(Protocol):
+    # What FastStream and AsgiFastStream keep their hooks in (see the module docstring).
+    _on_startup_calling: list[Any]
+    _after_shutdown_calling: list[Any]
+
+
+def run_first_on_startup(app: object, hook: Hook) -> None:
+    """Make ``hook`` the first ``on_startup`` hook of ``app`` (before any broker starts)."""
+    _hooks(app)._on_startup_calling.insert(0, hook)  # noqa: SLF001 - see the module docstring
+
+
+def run_first_after_shutdown(app: object, hook: Hook) -> None:
+    """Make ``hook`` the first ``after_shutdown`` hook of ``app`` (once its brokers stopped)."""
+    _hooks(app)._after_shutdown_calling.insert(0, hook)  # noqa: SLF001 - see the module docstring
+
+
+def _hooks(app: object) -> _Hooks:
+    for name in ("_on_startup_calling", "_after_shutdown_calling"):
+        if not isinstance(getattr(app, name, None), list):  # a FastStream change we must notice
+            raise TypeError(f"not a FastStream application (no hook list {name}): {app!r}")
+    return cast("_Hooks", app)

@@ -22,6 +22,8 @@ from typing import Final, Literal
 
 from nats.aio.client import Client
 
+from faststream_callout.integration._nats import settle
+
 __all__ = [
     "PermissionMismatch",
     "Probe",
@@ -33,18 +35,6 @@ __all__ = [
 
 PERMISSIONS_VIOLATION: Final = "permissions violation"
 ErrorCallback = Callable[[Exception], Awaitable[None]]
-
-
-async def settle(nc: Client, *, timeout: float = 2.0) -> None:  # noqa: ASYNC109 - a round trip bound
-    """Return once the server has processed everything ``nc`` sent so far.
-
-    nats-py 2.16's ``flush()`` writes its PING straight to the socket, ahead of
-    PUB/SUB commands still queued for the client's flusher task, so on its own
-    it may return before the server saw them. Push the queue out first, then do
-    the PING/PONG round trip.
-    """
-    await nc._flush_pending(force_flush=True)  # noqa: SLF001 - see the docstring
-    await nc.flush(timeout=timeout)  # type: ignore[arg-type]  # nats-py annotates int seconds
 
 
 class Violations:
