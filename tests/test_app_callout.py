@@ -55,7 +55,7 @@ from faststream_callout import (
     SigningKeys,
 )
 from faststream_callout.core import env
-from faststream_callout.integration.app import CALLOUT_CREDS, CalloutStartError
+from faststream_callout.integration.app import CalloutStartError
 from faststream_callout.protocol.operator import creds, user_jwt
 from faststream_callout.testing import LocalCalloutServer, free_port
 from faststream_callout.testing.probes import can_publish, expect_permissions
@@ -89,7 +89,7 @@ orders = load_example()
 @pytest.fixture
 def server(real_server: CalloutEnv, monkeypatch: pytest.MonkeyPatch) -> LocalCalloutServer:
     """The session's config-mode server, its variables set as `faststream-callout dev` does."""
-    for name in (env.CALLOUT_XKEY_SEED, env.CALLOUT_NEXT_XKEY_SEED, CALLOUT_CREDS):
+    for name in (env.CALLOUT_XKEY_SEED, env.CALLOUT_NEXT_XKEY_SEED, env.CALLOUT_CREDS):
         monkeypatch.delenv(name, raising=False)
     for name, value in real_server.server.environ.items():
         monkeypatch.setenv(name, value)
@@ -99,7 +99,7 @@ def server(real_server: CalloutEnv, monkeypatch: pytest.MonkeyPatch) -> LocalCal
 def connections(server: LocalCalloutServer) -> list[dict[str, Any]]:
     """The server's client connections (monitoring), with their user names."""
     found: list[dict[str, Any]] = (
-        server._monitor("/connz", auth=1, limit=1024).get("connections") or []
+        server.server.monitor("/connz", auth=1, limit=1024).get("connections") or []
     )
     return found
 
@@ -108,7 +108,7 @@ def callout_logins(server: LocalCalloutServer) -> int:
     """How many connections of the callout the server has seen, open or closed."""
     total = 0
     for state in ("open", "closed"):
-        found = server._monitor("/connz", state=state, limit=100_000).get("connections") or []
+        found = server.server.monitor("/connz", state=state, limit=100_000).get("connections") or []
         total += sum(1 for c in found if c.get("name") == "faststream-callout")
     return total
 
@@ -490,7 +490,7 @@ async def test_operator_mode_logs_in_with_creds_and_names_a_refused_one(
         for name in (env.CALLOUT_USER, env.CALLOUT_PASSWORD):
             monkeypatch.delenv(name, raising=False)
         good = write_secret(tmp_path / "service.creds", world.service_creds())
-        monkeypatch.setenv(CALLOUT_CREDS, str(good))
+        monkeypatch.setenv(env.CALLOUT_CREDS, str(good))
         callout = AuthCallout(pipeline)
         await callout.start()
         try:
@@ -503,7 +503,7 @@ async def test_operator_mode_logs_in_with_creds_and_names_a_refused_one(
         stranger = KeyPair.create_user()
         token = user_jwt(stranger.public_key, world.callout, name="stranger")
         bad = write_secret(tmp_path / "stranger.creds", creds(token, stranger))
-        monkeypatch.setenv(CALLOUT_CREDS, str(bad))
+        monkeypatch.setenv(env.CALLOUT_CREDS, str(bad))
         started = time.monotonic()
         with pytest.raises(CalloutStartError) as raised:
             await AuthCallout(pipeline).start()

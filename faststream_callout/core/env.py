@@ -30,6 +30,7 @@ from faststream_callout.protocol.nkeys import KeyKind, KeyPair
 from faststream_callout.protocol.xkeys import XKeyPair
 
 __all__ = [
+    "CALLOUT_CREDS",
     "CALLOUT_ISSUER_SEED",
     "CALLOUT_NEXT_ISSUER_SEED",
     "CALLOUT_NEXT_XKEY_SEED",
@@ -44,6 +45,7 @@ __all__ = [
 NATS_URL: Final = "NATS_URL"
 CALLOUT_USER: Final = "CALLOUT_USER"
 CALLOUT_PASSWORD: Final = "CALLOUT_PASSWORD"  # noqa: S105 - a variable name, not a secret
+CALLOUT_CREDS: Final = "CALLOUT_CREDS"  # operator mode: the callout connection's creds file
 CALLOUT_ISSUER_SEED: Final = "CALLOUT_ISSUER_SEED"
 CALLOUT_XKEY_SEED: Final = "CALLOUT_XKEY_SEED"
 CALLOUT_NEXT_XKEY_SEED: Final = "CALLOUT_NEXT_XKEY_SEED"

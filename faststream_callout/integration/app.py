@@ -60,11 +60,8 @@ if TYPE_CHECKING:
     from faststream import FastStream
     from faststream.asgi import AsgiFastStream
 
-__all__ = ["CALLOUT_CREDS", "AuthCallout", "CalloutStartError"]
+__all__ = ["AuthCallout", "CalloutStartError"]
 
-# The variables of the callout connection are those of core/env.py; this one is its
-# operator-mode login.
-CALLOUT_CREDS: Final = "CALLOUT_CREDS"
 DEFAULT_URL: Final = "nats://localhost:4222"  # NatsBroker's own default
 CONNECTION_NAME: Final = "faststream-callout"
 
@@ -306,11 +303,11 @@ class AuthCallout:
             creds, user, password = self._creds, self._user, self._password
             names = {"creds": "creds=", "user": "user=", "password": "password="}
         else:
-            path = environ.get(CALLOUT_CREDS, "").strip()
+            path = environ.get(env.CALLOUT_CREDS, "").strip()
             creds = Path(path) if path else None
             user = environ.get(env.CALLOUT_USER, "").strip() or None
             password = environ.get(env.CALLOUT_PASSWORD) or None
-            names = {"creds": CALLOUT_CREDS, "user": env.CALLOUT_USER}
+            names = {"creds": env.CALLOUT_CREDS, "user": env.CALLOUT_USER}
             names["password"] = env.CALLOUT_PASSWORD
         if creds is not None:
             if user is not None:
