@@ -35,11 +35,11 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import nats
 import pytest
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.security import NatsCredentials
 from faststream.security import SASLPlaintext
 from nats.aio.client import Client
@@ -217,31 +217,56 @@ class CalloutEnv:
         assert signer is not None, account
         return signer.key
 
-    @contextlib.asynccontextmanager
-    async def serve(
+    def in_accounts(self, permissions: PermissionBuilder) -> InAccounts:
+        """``permissions`` whose grants name accounts by name (``"APP"``)."""
+        return InAccounts(permissions, self.server.accounts)
+
+    def pipeline(
         self,
         lookup: Any,
         permissions: PermissionBuilder,
         *,
         keys: SigningKeys | None = None,
         **pipeline_options: Any,
-    ) -> AsyncIterator[CalloutDeployment]:
-        """Run a pipeline over ``lookup`` and ``permissions`` as the callout service.
+    ) -> CalloutPipeline:
+        """A pipeline over ``lookup`` and ``permissions`` (:meth:`in_accounts`).
 
-        Grants name accounts by name (:class:`InAccounts`). ``keys`` default to
-        the server's. The server is shared: a second service at once would get
-        half the requests, so that is refused.
+        ``keys`` default to the server's.
+        """
+        return CalloutPipeline(
+            keys or self.keys, lookup, self.in_accounts(permissions), **pipeline_options
+        )
+
+    def broker(self, *routers: NatsRouter, **broker_options: Any) -> NatsBroker:
+        """A FastStream broker logged in as the callout service, with ``routers`` included."""
+        broker_options.setdefault("logger", None)
+        broker = NatsBroker(self.url, security=self.server.service_security, **broker_options)
+        for router in routers:
+            broker.include_router(router)
+        return broker
+
+    @contextlib.asynccontextmanager
+    async def run(self, service: Any) -> AsyncIterator[CalloutDeployment]:
+        """Run ``service`` (anything :func:`run_deployment` takes) as the callout service.
+
+        The server is shared: a second service at once would get half the
+        requests, so that is refused.
         """
         subscribers = await asyncio.to_thread(self.server.callout_subscribers)
         assert subscribers == 0, f"another callout service still runs on {self.server!r}"
-        pipeline = CalloutPipeline(
-            keys or self.keys,
-            lookup,
-            InAccounts(permissions, self.server.accounts),
-            **pipeline_options,
-        )
-        async with run_deployment(pipeline, server=self.server, set_environ=False) as deployment:
+        async with run_deployment(service, server=self.server, set_environ=False) as deployment:
             yield deployment
+
+    def serve(
+        self,
+        lookup: Any,
+        permissions: PermissionBuilder,
+        *,
+        keys: SigningKeys | None = None,
+        **pipeline_options: Any,
+    ) -> contextlib.AbstractAsyncContextManager[CalloutDeployment]:
+        """Run a pipeline over ``lookup`` and ``permissions`` (:meth:`pipeline`) as the service."""
+        return self.run(self.pipeline(lookup, permissions, keys=keys, **pipeline_options))
 
 
 # -- what a client sees -----------------------------------------------------------------------
@@ -274,8 +299,17 @@ async def messages(sub: Subscription, *, owner: Client) -> list[tuple[str, bytes
 # -- set-ups LocalCalloutServer does not make ----------------------------------------------------
 
 
+class ServerConfig(Protocol):
+    """A nats-server configuration: its text and client port."""
+
+    @property
+    def port(self) -> int: ...
+
+    def render(self) -> str: ...
+
+
 @contextlib.contextmanager
-def nats_server(config: CalloutServerConfig | OperatorServerConfig) -> Iterator[LocalNatsServer]:
+def nats_server(config: ServerConfig) -> Iterator[LocalNatsServer]:
     """Run nats-server with ``config``; check it still runs at the end, stop it by PID."""
     server = LocalNatsServer(config.render(), port=config.port).start()
     process = server.process
@@ -289,10 +323,17 @@ def nats_server(config: CalloutServerConfig | OperatorServerConfig) -> Iterator[
 
 
 @contextlib.asynccontextmanager
-async def service(url: str, security: Any, pipeline: CalloutPipeline) -> AsyncIterator[NatsBroker]:
-    """Our router in a FastStream broker logged in as the callout service."""
-    broker = NatsBroker(url, security=security, logger=None)
-    broker.include_router(callout_router(pipeline))
+async def service(
+    url: str, security: Any, *services: CalloutPipeline | NatsRouter, **broker_options: Any
+) -> AsyncIterator[NatsBroker]:
+    """A FastStream broker logged in as the callout service with ``services`` in it.
+
+    A pipeline becomes our router (:func:`callout_router`); a router is included as it is.
+    """
+    broker_options.setdefault("logger", None)
+    broker = NatsBroker(url, security=security, **broker_options)
+    for each in services:
+        broker.include_router(each if isinstance(each, NatsRouter) else callout_router(each))
     await broker.start()
     # The SUB must reach the server before the first login (settle: see its docstring).
     await settle(broker.connection, timeout=5)
