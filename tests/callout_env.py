@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol
 
 import nats
 import pytest
+from dishka import AsyncContainer
 from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.security import NatsCredentials
 from faststream.security import SASLPlaintext
@@ -237,13 +238,9 @@ class CalloutEnv:
             keys or self.keys, lookup, self.in_accounts(permissions), **pipeline_options
         )
 
-    def broker(self, *routers: NatsRouter, **broker_options: Any) -> NatsBroker:
-        """A FastStream broker logged in as the callout service, with ``routers`` included."""
-        broker_options.setdefault("logger", None)
-        broker = NatsBroker(self.url, security=self.server.service_security, **broker_options)
-        for router in routers:
-            broker.include_router(router)
-        return broker
+    def broker(self, *services: Service, **broker_options: Any) -> NatsBroker:
+        """A broker logged in as the callout service with ``services`` (:func:`service_broker`)."""
+        return service_broker(self.url, self.server.service_security, *services, **broker_options)
 
     @contextlib.asynccontextmanager
     async def run(self, service: Any) -> AsyncIterator[CalloutDeployment]:
@@ -322,18 +319,30 @@ def nats_server(config: ServerConfig) -> Iterator[LocalNatsServer]:
         assert process.poll() is not None, f"nats-server pid {process.pid} still running"
 
 
-@contextlib.asynccontextmanager
-async def service(
-    url: str, security: Any, *services: CalloutPipeline | NatsRouter, **broker_options: Any
-) -> AsyncIterator[NatsBroker]:
-    """A FastStream broker logged in as the callout service with ``services`` in it.
+Service = CalloutPipeline | AsyncContainer | NatsRouter
 
-    A pipeline becomes our router (:func:`callout_router`); a router is included as it is.
+
+def service_broker(
+    url: str, security: Any, *services: Service, **broker_options: Any
+) -> NatsBroker:
+    """A FastStream broker (not started) logged in with ``security``, ``services`` included.
+
+    A pipeline or Dishka container becomes our router (:func:`callout_router`); a
+    router is included as it is.
     """
     broker_options.setdefault("logger", None)
     broker = NatsBroker(url, security=security, **broker_options)
     for each in services:
         broker.include_router(each if isinstance(each, NatsRouter) else callout_router(each))
+    return broker
+
+
+@contextlib.asynccontextmanager
+async def service(
+    url: str, security: Any, *services: Service, **broker_options: Any
+) -> AsyncIterator[NatsBroker]:
+    """:func:`service_broker`, started until the end of the block."""
+    broker = service_broker(url, security, *services, **broker_options)
     await broker.start()
     # The SUB must reach the server before the first login (settle: see its docstring).
     await settle(broker.connection, timeout=5)
