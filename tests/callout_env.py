@@ -8,8 +8,10 @@ xkey. An environment is a :class:`~faststream_callout.testing.LocalCalloutServer
 (fresh keys, target accounts APP and OTHER) started once per session by
 :class:`ServerPool` and stopped by PID at its end; test modules run their callout
 services on it with :func:`~faststream_callout.testing.run_deployment`, one
-service at a time, and log clients in through the
-:class:`~faststream_callout.testing.CalloutDeployment` it yields.
+service at a time (:meth:`CalloutEnv.serve` for a pipeline, :meth:`CalloutEnv.run`
+for a broker or app of the test's own, e.g. one made by :meth:`CalloutEnv.broker`),
+and log clients in through the :class:`~faststream_callout.testing.CalloutDeployment`
+it yields.
 
 The fixtures are in conftest.py: ``callout_env`` (the environment; a test
 using it runs in all four, or in those :func:`run_in` names) and
@@ -19,7 +21,8 @@ Some set-ups LocalCalloutServer does not make: statically configured users, TLS,
 a login in the system account, operator keys and accounts with signing keys.
 Tests that need them use the helpers at the end of this module, on the same
 library parts: :func:`config_server`, :class:`OperatorWorld`, :func:`nats_server`,
-:func:`service`, :func:`auth_errors`, :func:`login` and :func:`refused`.
+:func:`service` (:func:`service_broker` unstarted), :func:`auth_errors`, :func:`login`
+and :func:`refused`.
 """
 
 from __future__ import annotations
