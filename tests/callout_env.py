@@ -8,8 +8,10 @@ xkey. An environment is a :class:`~faststream_callout.testing.LocalCalloutServer
 (fresh keys, target accounts APP and OTHER) started once per session by
 :class:`ServerPool` and stopped by PID at its end; test modules run their callout
 services on it with :func:`~faststream_callout.testing.run_deployment`, one
-service at a time, and log clients in through the
-:class:`~faststream_callout.testing.CalloutDeployment` it yields.
+service at a time (:meth:`CalloutEnv.serve` for a pipeline, :meth:`CalloutEnv.run`
+for a broker or app of the test's own, e.g. one made by :meth:`CalloutEnv.broker`),
+and log clients in through the :class:`~faststream_callout.testing.CalloutDeployment`
+it yields.
 
 The fixtures are in conftest.py: ``callout_env`` (the environment; a test
 using it runs in all four, or in those :func:`run_in` names) and
@@ -19,7 +21,8 @@ Some set-ups LocalCalloutServer does not make: statically configured users, TLS,
 a login in the system account, operator keys and accounts with signing keys.
 Tests that need them use the helpers at the end of this module, on the same
 library parts: :func:`config_server`, :class:`OperatorWorld`, :func:`nats_server`,
-:func:`service`, :func:`auth_errors`, :func:`login` and :func:`refused`.
+:func:`service` (:func:`service_broker` unstarted), :func:`auth_errors`, :func:`login`
+and :func:`refused`.
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import nats
 import pytest
-from faststream.nats import NatsBroker
+from dishka import AsyncContainer
+from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.security import NatsCredentials
 from faststream.security import SASLPlaintext
 from nats.aio.client import Client
@@ -217,31 +221,52 @@ class CalloutEnv:
         assert signer is not None, account
         return signer.key
 
-    @contextlib.asynccontextmanager
-    async def serve(
+    def in_accounts(self, permissions: PermissionBuilder) -> InAccounts:
+        """``permissions`` whose grants name accounts by name (``"APP"``)."""
+        return InAccounts(permissions, self.server.accounts)
+
+    def pipeline(
         self,
         lookup: Any,
         permissions: PermissionBuilder,
         *,
         keys: SigningKeys | None = None,
         **pipeline_options: Any,
-    ) -> AsyncIterator[CalloutDeployment]:
-        """Run a pipeline over ``lookup`` and ``permissions`` as the callout service.
+    ) -> CalloutPipeline:
+        """A pipeline over ``lookup`` and ``permissions`` (:meth:`in_accounts`).
 
-        Grants name accounts by name (:class:`InAccounts`). ``keys`` default to
-        the server's. The server is shared: a second service at once would get
-        half the requests, so that is refused.
+        ``keys`` default to the server's.
+        """
+        return CalloutPipeline(
+            keys or self.keys, lookup, self.in_accounts(permissions), **pipeline_options
+        )
+
+    def broker(self, *services: Service, **broker_options: Any) -> NatsBroker:
+        """A broker logged in as the callout service with ``services`` (:func:`service_broker`)."""
+        return service_broker(self.url, self.server.service_security, *services, **broker_options)
+
+    @contextlib.asynccontextmanager
+    async def run(self, service: Any) -> AsyncIterator[CalloutDeployment]:
+        """Run ``service`` (anything :func:`run_deployment` takes) as the callout service.
+
+        The server is shared: a second service at once would get half the
+        requests, so that is refused.
         """
         subscribers = await asyncio.to_thread(self.server.callout_subscribers)
         assert subscribers == 0, f"another callout service still runs on {self.server!r}"
-        pipeline = CalloutPipeline(
-            keys or self.keys,
-            lookup,
-            InAccounts(permissions, self.server.accounts),
-            **pipeline_options,
-        )
-        async with run_deployment(pipeline, server=self.server, set_environ=False) as deployment:
+        async with run_deployment(service, server=self.server, set_environ=False) as deployment:
             yield deployment
+
+    def serve(
+        self,
+        lookup: Any,
+        permissions: PermissionBuilder,
+        *,
+        keys: SigningKeys | None = None,
+        **pipeline_options: Any,
+    ) -> contextlib.AbstractAsyncContextManager[CalloutDeployment]:
+        """Run a pipeline over ``lookup`` and ``permissions`` (:meth:`pipeline`) as the service."""
+        return self.run(self.pipeline(lookup, permissions, keys=keys, **pipeline_options))
 
 
 # -- what a client sees -----------------------------------------------------------------------
@@ -274,8 +299,17 @@ async def messages(sub: Subscription, *, owner: Client) -> list[tuple[str, bytes
 # -- set-ups LocalCalloutServer does not make ----------------------------------------------------
 
 
+class ServerConfig(Protocol):
+    """A nats-server configuration: its text and client port."""
+
+    @property
+    def port(self) -> int: ...
+
+    def render(self) -> str: ...
+
+
 @contextlib.contextmanager
-def nats_server(config: CalloutServerConfig | OperatorServerConfig) -> Iterator[LocalNatsServer]:
+def nats_server(config: ServerConfig) -> Iterator[LocalNatsServer]:
     """Run nats-server with ``config``; check it still runs at the end, stop it by PID."""
     server = LocalNatsServer(config.render(), port=config.port).start()
     process = server.process
@@ -288,11 +322,30 @@ def nats_server(config: CalloutServerConfig | OperatorServerConfig) -> Iterator[
         assert process.poll() is not None, f"nats-server pid {process.pid} still running"
 
 
+Service = CalloutPipeline | AsyncContainer | NatsRouter
+
+
+def service_broker(
+    url: str, security: Any, *services: Service, **broker_options: Any
+) -> NatsBroker:
+    """A FastStream broker (not started) logged in with ``security``, ``services`` included.
+
+    A pipeline or Dishka container becomes our router (:func:`callout_router`); a
+    router is included as it is.
+    """
+    broker_options.setdefault("logger", None)
+    broker = NatsBroker(url, security=security, **broker_options)
+    for each in services:
+        broker.include_router(each if isinstance(each, NatsRouter) else callout_router(each))
+    return broker
+
+
 @contextlib.asynccontextmanager
-async def service(url: str, security: Any, pipeline: CalloutPipeline) -> AsyncIterator[NatsBroker]:
-    """Our router in a FastStream broker logged in as the callout service."""
-    broker = NatsBroker(url, security=security, logger=None)
-    broker.include_router(callout_router(pipeline))
+async def service(
+    url: str, security: Any, *services: Service, **broker_options: Any
+) -> AsyncIterator[NatsBroker]:
+    """:func:`service_broker`, started until the end of the block."""
+    broker = service_broker(url, security, *services, **broker_options)
     await broker.start()
     # The SUB must reach the server before the first login (settle: see its docstring).
     await settle(broker.connection, timeout=5)

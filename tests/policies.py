@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 
 from faststream_callout import AuthorizationRequest, Denied, Grant, Identity, Permission
+from faststream_callout.core.errors import Drop
 
 __all__ = [
     "USER_INFO_SUBJECT",
@@ -58,6 +59,7 @@ class Passwords(_Counting):
         tokens: token -> user name.
         delay: seconds each lookup waits (an I/O-bound lookup).
         failing: user names whose lookup raises ``RuntimeError`` (a database outage).
+        dropped: user names whose lookup raises ``Drop`` (left for another service).
 
     """
 
@@ -68,11 +70,13 @@ class Passwords(_Counting):
         *,
         delay: float = 0.0,
         failing: frozenset[str] = frozenset({"boom"}),
+        dropped: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(delay)
         self.passwords = None if users is None else dict(users)
         self.tokens = dict(tokens or {})
         self.failing = failing
+        self.dropped = dropped
 
     async def lookup(self, request: AuthorizationRequest) -> Identity:
         await self._enter()
@@ -80,6 +84,8 @@ class Passwords(_Counting):
             opts = request.connect_opts
             if opts.user in self.failing:
                 raise RuntimeError("database is down")
+            if opts.user in self.dropped:
+                raise Drop("left for another service")
             if opts.auth_token:
                 name = self.tokens.get(opts.auth_token)
                 if name is None:

@@ -20,20 +20,20 @@ from pathlib import Path
 
 import nats
 import pytest
+from callout_env import login, refused, service
 from conftest import RealServer
 from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
 from nats.errors import Error as NatsError
+from policies import Everyone, FixedGrant
 
-from faststream_callout import Grant, Identity, KeyPair, Permission, XKeyPair, callout_router
+from faststream_callout import KeyPair, XKeyPair
 from faststream_callout.core.env import keyring_from_env, signing_keys_from_env
 from faststream_callout.core.errors import ConfigurationError
 from faststream_callout.core.pipeline import CalloutPipeline
-from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.protocol.nkeys import KeyKind
 from faststream_callout.testing import FakeServer
 from faststream_callout.testing.local_server import LocalNatsServer, check_config, free_port
-from faststream_callout.testing.probes import settle
 from faststream_callout.tools.cli import main
 from faststream_callout.tools.natsconf import option, parse, render_config_mode
 
@@ -218,30 +218,12 @@ async def test_config_mode_output_serves_real_logins(
     text = render_config_mode(
         issuer=issuer.public_key, accounts=["APP", "OTHER"], auth_password="svc-pw-123"
     )
+    security = SASLPlaintext(username="auth", password="svc-pw-123")
     with LocalNatsServer(f"listen: 127.0.0.1:{port}\n{text}", port=port) as server:
-        broker = NatsBroker(
-            server.url, security=SASLPlaintext(username="auth", password="svc-pw-123"), logger=None
-        )
-        broker.include_router(callout_router(pipeline))
-        await broker.start()
-        try:
-            await settle(broker.connection, timeout=5)
-            client = await nats.connect(
-                server.url, user="alice", password="alice-pw", allow_reconnect=False
-            )
+        async with service(server.url, security, pipeline):
+            client = await login(server.url, user="alice", password="alice-pw")
             await client.close()
-            with pytest.raises(NatsError):
-                await nats.connect(
-                    server.url,
-                    user="alice",
-                    password="nope",
-                    allow_reconnect=False,
-                    max_reconnect_attempts=1,
-                    reconnect_time_wait=0.1,
-                    error_cb=_quiet,
-                )
-        finally:
-            await broker.stop()
+            await refused(server.url, user="alice", password="nope")
 
 
 def test_config_defaults_are_the_documented_ones(capsys: pytest.CaptureFixture[str]) -> None:
@@ -341,7 +323,7 @@ async def test_rotation_seeds_from_env_serve_old_and_new_server_configs() -> Non
             "CALLOUT_NEXT_XKEY_SEED": new_xkey.seed,
         }
     )
-    pipeline = CalloutPipeline(keys, EnvLookup(), EnvPermissions())
+    pipeline = CalloutPipeline(keys, Everyone(), FixedGrant(pub=["chat.>"]))
     # Servers mid-rollout: each names one issuer and encrypts for one xkey.
     for issuer in (old, new):
         for xkey in (old_xkey, new_xkey):
@@ -373,16 +355,6 @@ def test_rotation_seeds_are_checked_and_never_echoed() -> None:
             {"CALLOUT_ISSUER_SEED": issuer.seed, "CALLOUT_NEXT_ISSUER_SEED": user_seed}
         )
     assert user_seed not in str(info.value)
-
-
-class EnvLookup:
-    def lookup(self, request: AuthorizationRequest) -> Identity:
-        return Identity(request.connect_opts.user)
-
-
-class EnvPermissions:
-    def build(self, identity: Identity, request: AuthorizationRequest) -> Grant:
-        return Grant(account="APP", pub=Permission(allow=["chat.>"]))
 
 
 # -- check ---------------------------------------------------------------------------------

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import nats
 import pytest
+from callout_env import CONFIG, CalloutEnv, login, run_in
 from dishka import make_async_container
 from faststream.nats import NatsBroker, TestNatsBroker
-from faststream.security import SASLPlaintext
 from faststream.specification import AsyncAPI
 from nats.aio.client import Client
-from nats.errors import Error as NatsError
 from nats.micro.service import ServiceInfo, ServicePing, ServiceStats
 from policies import FixedGrant, Never, Passwords
 
@@ -29,62 +28,47 @@ from faststream_callout import (
 from faststream_callout.core.pipeline import Decision, Outcome
 from faststream_callout.integration.discovery import CalloutService, discovery_router
 from faststream_callout.integration.observers import ObserverProvider
-from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
-from faststream_callout.testing.probes import settle
+from faststream_callout.testing import CalloutDeployment
+
+# $SRV is answered by the service's own connection, the same in every server set-up.
+pytestmark = run_in(CONFIG)
 
 NAME = "auth-callout"
 QUEUE = "callout-q"
 
 
-def policy(issuer: KeyPair) -> PolicyProvider:
+def policy(env: CalloutEnv) -> PolicyProvider:
     """alice logs in; 'boom' makes the lookup fail (an error); anyone else is denied."""
     return PolicyProvider(
-        keys=SigningKeys(issuer),
+        keys=env.keys,
         lookup=Passwords({"alice": "pw"}),
-        permissions=FixedGrant(pub=["x.>"]),
+        permissions=env.in_accounts(FixedGrant(pub=["x.>"])),
     )
 
 
 @pytest.fixture(scope="module")
-def srv_config() -> Iterator[tuple[CalloutServerConfig, KeyPair]]:
-    issuer = KeyPair.create_account()
-    config = CalloutServerConfig(issuer=issuer.public_key, accounts={"APP": {}})
-    server = LocalNatsServer(config.render(), port=config.port).start()
-    assert server.is_running(), server.log()[-2000:]
-    try:
-        yield config, issuer
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-async def srv_service(srv_config: tuple[CalloutServerConfig, KeyPair]) -> AsyncIterator[None]:
-    config, issuer = srv_config
+async def srv_service(callout_env: CalloutEnv) -> AsyncIterator[CalloutDeployment]:
     # The two steps the README shows: the service observes the decisions (here
     # through Dishka) and its own router answers $SRV.
     service = CalloutService(NAME, queue_group=QUEUE)
-    container = make_async_container(CalloutProvider(), policy(issuer), ObserverProvider(service))
-    broker = NatsBroker(
-        config.url,
-        security=SASLPlaintext(username=config.auth_user, password=config.auth_password),
-        logger=None,
+    container = make_async_container(
+        CalloutProvider(), policy(callout_env), ObserverProvider(service)
     )
-    broker.include_router(callout_router(container, queue=QUEUE, include_in_schema=False))
-    broker.include_router(discovery_router(service, include_in_schema=False))
-    await broker.start()
-    await settle(broker.connection, timeout=5)
+    broker = callout_env.broker(
+        callout_router(container, queue=QUEUE, include_in_schema=False),
+        discovery_router(service, include_in_schema=False),
+    )
     try:
-        yield
+        async with callout_env.run(broker) as deployment:
+            yield deployment
     finally:
-        await broker.stop()
         await container.close()
 
 
 @pytest.fixture
-async def client(srv_config, srv_service) -> AsyncIterator[Client]:
+async def client(srv_service: CalloutDeployment) -> AsyncIterator[Client]:
     """A plain nats-py client: the callout account's auth user (the service's account)."""
-    config, _ = srv_config
-    nc = await nats.connect(config.url, user=config.auth_user, password=config.auth_password)
+    nc = await login(srv_service.url, **srv_service.server.service_login)
     try:
         yield nc
     finally:
@@ -95,27 +79,6 @@ async def ask(nc: Client, subject: str) -> dict[str, Any]:
     reply = await nc.request(subject, b"", timeout=2)
     body: dict[str, Any] = json.loads(reply.data)
     return body
-
-
-async def _ignore(_: Exception) -> None:
-    pass
-
-
-async def log_in(url: str, user: str) -> bool:
-    try:
-        nc = await nats.connect(
-            url,
-            user=user,
-            password="pw",
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            connect_timeout=3,
-            error_cb=_ignore,
-        )
-    except NatsError:
-        return False
-    await nc.close()
-    return True
 
 
 async def test_ping_info_stats_on_every_subject_variant(client):
@@ -147,12 +110,13 @@ async def test_info_lists_the_callout_endpoint(client):
     assert set(info) == {"type", "id", "name", "version", "description", "endpoints", "metadata"}
 
 
-async def test_stats_count_logins(srv_config, client):
-    config, _ = srv_config
+async def test_stats_count_logins(srv_service, client):
     before = (await ask(client, f"$SRV.STATS.{NAME}"))["endpoints"][0]
-    assert await log_in(config.url, "alice")
-    assert not await log_in(config.url, "mallory")  # a denial: a normal answer
-    assert not await log_in(config.url, "boom")  # the lookup fails: an error
+    async with srv_service.connect(user="alice", password="pw"):
+        pass
+    # a denial (a normal answer), then a lookup that fails (an error)
+    await srv_service.expect_denied(user="mallory", password="pw", reason="bad credentials")
+    await srv_service.expect_denied(user="boom", password="pw", reason="service error")
     stats = await ask(client, f"$SRV.STATS.{NAME}")
     parsed = ServiceStats.from_dict(stats)  # nats.micro parses `started`
     assert parsed.started <= datetime.now(UTC).replace(tzinfo=None)

@@ -25,15 +25,16 @@ from pathlib import Path
 import nats
 import pytest
 from callout_env import OperatorWorld as Deployment
-from conftest import TableLookup, TablePermissions
+from callout_env import nats_server, write_secret
+from callout_env import service as callout_service
 from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
+from policies import TableLookup, TablePermissions
 
-from faststream_callout import KeyPair, SigningKeys, XKeyPair, callout_router
+from faststream_callout import KeyPair, SigningKeys, XKeyPair
 from faststream_callout.core.env import keyring_from_env
 from faststream_callout.core.keyring import Keyring
 from faststream_callout.core.pipeline import CalloutPipeline, Decision, Outcome
-from faststream_callout.protocol.operator import creds, user_jwt
 from faststream_callout.testing import settle
 from faststream_callout.testing.local_server import LocalNatsServer, free_port
 from faststream_callout.tools.cli import main
@@ -94,6 +95,11 @@ class Setup:
     def credentials(self) -> dict[str, str]:
         return {"user": self.service_user, "password": self.service_password}
 
+    @property
+    def security(self) -> SASLPlaintext:
+        """The service's FastStream login."""
+        return SASLPlaintext(username=self.service_user, password=self.service_password)
+
     def keys(
         self, *, issuer: KeyPair | None = None, xkey: XKeyPair | bool | None = True
     ) -> SigningKeys:
@@ -104,19 +110,6 @@ class Setup:
     def secrets(self) -> list[str]:
         values = [self.issuer.seed, self.service_password, self.admin_password, "dave-pw", "bob-pw"]
         return values + ([self.xkey.seed] if self.xkey else [])
-
-
-@contextmanager
-def running(setup: Setup) -> Iterator[LocalNatsServer]:
-    server = LocalNatsServer(setup.render(), port=setup.port).start()
-    process = server.process
-    assert process is not None
-    assert server.is_running(), server.log()[-2000:]
-    try:
-        yield server
-    finally:
-        server.close()  # terminate by PID, kill if it lingers
-        assert process.poll() is not None, f"nats-server pid {process.pid} still running"
 
 
 def statuses(report: Report) -> dict[str, list[str]]:
@@ -153,7 +146,7 @@ async def run_doctor(
 def deployment() -> Iterator[tuple[Setup, LocalNatsServer]]:
     """One correctly configured server; the tests vary the service's side."""
     setup = Setup()
-    with running(setup) as server:
+    with nats_server(setup) as server:
         yield setup, server
 
 
@@ -161,19 +154,9 @@ def deployment() -> Iterator[tuple[Setup, LocalNatsServer]]:
 async def service(deployment: tuple[Setup, LocalNatsServer]) -> AsyncIterator[NatsBroker]:
     """The callout service itself, answering requests with the deployment's keys."""
     setup, server = deployment
-    broker = NatsBroker(
-        server.url,
-        security=SASLPlaintext(username=setup.service_user, password=setup.service_password),
-        logger=None,
-    )
     pipeline = CalloutPipeline(setup.keys(), TableLookup(), TablePermissions())
-    broker.include_router(callout_router(pipeline))
-    await broker.start()
-    await settle(broker.connection)
-    try:
+    async with callout_service(server.url, setup.security, pipeline) as broker:
         yield broker
-    finally:
-        await broker.stop()
 
 
 async def quiet(_: Exception) -> None:
@@ -263,22 +246,12 @@ async def test_doctor_agrees_with_the_pipeline_during_a_key_rotation(
     pipeline = CalloutPipeline(
         keys, TableLookup(), TablePermissions(), observers=[decisions.append]
     )
-    broker = NatsBroker(
-        server.url,
-        security=SASLPlaintext(username=setup.service_user, password=setup.service_password),
-        logger=None,
-    )
-    broker.include_router(callout_router(pipeline))
-    await broker.start()
-    await settle(broker.connection)
-    try:
+    async with callout_service(server.url, setup.security, pipeline):
         client = await nats.connect(
             server.url, user="alice", password="alice-pw", allow_reconnect=False, error_cb=quiet
         )
         await client.close()
         report = await run_doctor(setup, server, keys)
-    finally:
-        await broker.stop()
     # The pipeline verified every request: alice got in, the doctor's probe was denied.
     assert [d.outcome for d in decisions] == [Outcome.ALLOWED, Outcome.DENIED]
     # ... and the doctor, opening and verifying the same way, finds nothing wrong.
@@ -357,7 +330,7 @@ async def test_missing_xkey_fails(deployment: tuple[Setup, LocalNatsServer]) -> 
 
 async def test_xkey_on_the_service_only_fails() -> None:
     setup = Setup(server_xkey=None)
-    with running(setup) as server:
+    with nats_server(setup) as server:
         report = await run_doctor(setup, server, setup.keys())
     message = failing(report, "request.xkey")
     assert "not encrypted" in message
@@ -412,7 +385,7 @@ async def test_service_without_subscribe_permission_fails() -> None:
         service_permissions='{ publish: { allow: ["$SYS.REQ.USER.INFO", "$SYS._INBOX.>"] }, '
         'subscribe: { allow: ["_INBOX.>"] } }'
     )
-    with running(setup) as server:
+    with nats_server(setup) as server:
         report = await run_doctor(setup, server, setup.keys())
     message = failing(report, "subscribe")
     assert AUTH in message
@@ -427,7 +400,7 @@ async def test_service_that_cannot_reply_fails_unless_responses_are_allowed() ->
         service_permissions='{ publish: { allow: ["$SYS.REQ.USER.INFO"] }, '
         f'subscribe: {{ allow: ["{AUTH}", "_INBOX.>"] }} }}'
     )
-    with running(cannot) as server:
+    with nats_server(cannot) as server:
         report = await run_doctor(cannot, server, cannot.keys())
     message = failing(report, "reply")
     assert "$SYS._INBOX." in message
@@ -439,7 +412,7 @@ async def test_service_that_cannot_reply_fails_unless_responses_are_allowed() ->
         service_permissions='{ publish: { allow: ["$SYS.REQ.USER.INFO"] }, '
         f'subscribe: {{ allow: ["{AUTH}", "_INBOX.>"] }}, allow_responses: true }}'
     )
-    with running(can) as server:
+    with nats_server(can) as server:
         report = await run_doctor(can, server, can.keys())
     assert report.ok, report.format()
     assert "allow_responses" in report.findings_for("reply")[0].message
@@ -450,7 +423,7 @@ async def test_queue_only_permission_is_ok_but_not_watched() -> None:
         service_permissions="{ subscribe: { allow: "
         f'["{AUTH} faststream-callout", "_INBOX.>"] }} }}'
     )
-    with running(setup) as server:
+    with nats_server(setup) as server:
         report = await run_doctor(setup, server, setup.keys())
         assert statuses(report)["subscribe"] == ["OK"]
         [finding] = report.findings_for("request")
@@ -464,7 +437,7 @@ async def test_queue_only_permission_is_ok_but_not_watched() -> None:
 async def test_service_in_another_account_fails() -> None:
     """The service logs in as an auth user of APP: requests go to AUTH, it never sees them."""
     setup = Setup(service_user="svc", service_account="APP", auth_users=("auth", "svc"))
-    with running(setup) as server:
+    with nats_server(setup) as server:
         report = await run_doctor(setup, server, setup.keys(), wait=2.0)
     [account] = report.findings_for("account")
     assert account.status is Status.FAIL
@@ -478,7 +451,7 @@ async def test_service_in_another_account_fails() -> None:
 
 async def test_refused_service_login_fails_connect() -> None:
     setup = Setup()
-    with running(setup) as server:
+    with nats_server(setup) as server:
         wrong = Setup(issuer=setup.issuer, service_password="not-the-password")
         report = await diagnose(
             server.url, credentials=wrong.credentials, keys=setup.keys(), probe=True, wait=0.5
@@ -502,7 +475,7 @@ async def test_refused_service_login_fails_connect() -> None:
 
 async def test_extra_auth_users_user_warns_naming_it() -> None:
     setup = Setup(auth_users=("auth", "dave"))
-    with running(setup) as server:
+    with nats_server(setup) as server:
         report = await run_doctor(setup, server, setup.keys())
         # nats-server really lets dave in without asking (no service runs here).
         client = await nats.connect(
@@ -521,7 +494,7 @@ async def test_extra_auth_users_user_warns_naming_it() -> None:
 
 async def test_no_auth_user_and_allowed_accounts_bypasses_warn() -> None:
     setup = Setup(allowed_accounts=("APP",), no_auth_user="bob")
-    with running(setup) as server:
+    with nats_server(setup) as server:
         report = await run_doctor(setup, server, setup.keys())
         # Check against the server: a client without credentials is let in as bob.
         client = await nats.connect(server.url, allow_reconnect=False, error_cb=quiet)
@@ -541,7 +514,7 @@ async def test_no_auth_user_and_allowed_accounts_bypasses_warn() -> None:
 async def test_service_missing_from_auth_users_cannot_log_in() -> None:
     # Without auth_users membership the service's own login goes to the callout.
     setup = Setup(auth_users=("dave",))
-    with running(setup) as server:
+    with nats_server(setup) as server:
         report = await run_doctor(setup, server, setup.keys(), wait=1.0)
     assert failing(report, "connect")
     assert "'auth' is not in auth_callout.auth_users" in failing(report, "auth-users")
@@ -552,7 +525,7 @@ async def test_unreadable_server_config_fails(tmp_path: Path) -> None:
     setup = Setup()
     broken = tmp_path / "nats.conf"
     broken.write_text(f'authorization {{\n  password: "{setup.service_password}"\n  users: [\n')
-    with running(setup) as server:
+    with nats_server(setup) as server:
         report = await run_doctor(setup, server, setup.keys(), server_config=broken)
     message = failing(report, "server-config")
     assert "line" in message
@@ -568,19 +541,10 @@ def operator_deployment() -> Iterator[tuple[Deployment, LocalNatsServer, Path, P
     d = Deployment.generate(with_xkey=True)
     # A short callout timeout: the server waits it out for the unanswered probe at shutdown.
     config = dataclasses.replace(d.server_config(), extra="authorization { timeout: 0.5 }\n")
-    with tempfile.TemporaryDirectory() as tmp:
-        service_creds, system_creds = Path(tmp) / "svc.creds", Path(tmp) / "sys.creds"
-        service_creds.write_text(d.service_creds())
-        admin = KeyPair.create_user()
-        system_creds.write_text(creds(user_jwt(admin.public_key, d.system, name="admin"), admin))
-        server = LocalNatsServer(config.render(), port=config.port).start()
-        process = server.process
-        try:
-            yield d, server, service_creds, system_creds
-        finally:
-            server.close()
-            assert process is not None
-            assert process.poll() is not None
+    with tempfile.TemporaryDirectory() as tmp, nats_server(config) as server:
+        service_creds = write_secret(Path(tmp) / "svc.creds", d.service_creds())
+        system_creds = write_secret(Path(tmp) / "sys.creds", d.system_creds())
+        yield d, server, service_creds, system_creds
 
 
 def operator_keys(d: Deployment, **changes: object) -> SigningKeys:
@@ -746,7 +710,7 @@ async def test_cli_in_operator_mode(
 
 def test_cli_entry_point_runs_the_doctor() -> None:
     setup = Setup(auth_users=("auth", "dave"))
-    with running(setup) as server:
+    with nats_server(setup) as server:
         environ = {**os.environ, **doctor_env(setup, server)}
         result = subprocess.run(
             [
@@ -873,7 +837,7 @@ async def test_queue_rules_agree_with_the_server() -> None:
     async def record(exc: Exception) -> None:
         errors.append(str(exc))
 
-    with running(setup) as server:
+    with nats_server(setup) as server:
         client = await nats.connect(
             server.url, **setup.credentials, allow_reconnect=False, error_cb=record
         )

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from callout_env import service_broker
 from faststream.nats import NatsBroker
 from faststream.nats.security import NatsUserPassword
 from nats.errors import NoServersError
@@ -43,7 +44,7 @@ from storm_policy import (
 )
 from storm_service import StormService
 
-from faststream_callout import KeyPair, callout_router
+from faststream_callout import KeyPair
 from faststream_callout.core.pipeline import Decision
 from faststream_callout.integration.router import AUTH_CALLOUT_SUBJECT
 from faststream_callout.testing.cluster import NatsCluster
@@ -123,14 +124,13 @@ async def in_process_service(
         reconnects.put_nowait(None)
 
     # NatsBroker defaults otherwise (reconnect every 2 s, 60 attempts).
-    broker = NatsBroker(
+    broker = service_broker(
         url,
-        security=NatsUserPassword(username=config.auth_user, password=config.auth_password),
-        logger=None,
+        NatsUserPassword(username=config.auth_user, password=config.auth_password),
+        build_pipeline(issuer, [decisions.append], delay),
         reconnected_cb=on_reconnected,
         error_cb=quiet,
     )
-    broker.include_router(callout_router(build_pipeline(issuer, [decisions.append], delay)))
     await broker.start()
     await settle(broker.connection)  # the SUB reached the server
     return InProcessService(broker, decisions, reconnects)

@@ -12,23 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
+from callout_env import nats_server, service, service_broker, write_secret
 from dishka import make_async_container
 from faststream import FastStream
-from faststream.nats import NatsBroker
 from faststream.nats.security import NatsCredentials
+from policies import Passwords
 
 from faststream_callout import (
     CalloutPipeline,
     CalloutProvider,
     CalloutSettings,
-    Denied,
     Grant,
     Identity,
     KeyPair,
@@ -36,7 +36,6 @@ from faststream_callout import (
     PolicyProvider,
     SigningKeys,
     XKeyPair,
-    callout_router,
 )
 from faststream_callout.core import Keyring
 from faststream_callout.core.pipeline import Decision, Outcome
@@ -130,7 +129,7 @@ class World:
     system: KeyPair = field(default_factory=KeyPair.create_account)
     server: LocalNatsServer | None = None
 
-    def start(self) -> LocalNatsServer:
+    def config(self) -> OperatorServerConfig:
         jwts = {
             self.system.public_key: account_jwt(self.system.public_key, self.operator, name="SYS")
         }
@@ -139,15 +138,12 @@ class World:
             jwts[account.target.public_key] = account_jwt(
                 account.target.public_key, self.operator, name=f"{account.name}-APP"
             )
-        config = OperatorServerConfig(
+        return OperatorServerConfig(
             operator_jwt=operator_jwt(self.operator, system_account=self.system.public_key),
             system_account=self.system.public_key,
             account_jwts=jwts,
             default_sentinel=self.accounts[0].sentinel()[0],  # clients of the first account
         )
-        self.server = LocalNatsServer(config.render(), port=config.port).start()
-        assert self.server.is_running()
-        return self.server
 
     @property
     def url(self) -> str:
@@ -155,14 +151,13 @@ class World:
         return self.server.url
 
     def creds_file(self, name: str, token: str, user: KeyPair) -> str:
-        path = self.workdir / f"{name}.creds"
-        path.touch(mode=0o600)
-        path.write_text(creds(token, user))
-        return str(path)
+        return str(write_secret(self.workdir / f"{name}.creds", creds(token, user)))
 
-    def service_creds(self, account: CalloutAccount) -> str:
+    def service_security(self, account: CalloutAccount) -> NatsCredentials:
+        """The FastStream login of ``account``'s callout service."""
         token = user_jwt(account.service_user.public_key, account.key, name=f"{account.name}-svc")
-        return self.creds_file(f"{account.name}-service", token, account.service_user)
+        path = self.creds_file(f"{account.name}-service", token, account.service_user)
+        return NatsCredentials(credentials=path)
 
     def sentinel_creds(self, account: CalloutAccount) -> str:
         return self.creds_file(f"{account.name}-sentinel", *account.sentinel())
@@ -188,26 +183,15 @@ def workdir() -> Iterator[Path]:
         yield Path(path)
 
 
-@contextlib.asynccontextmanager
-async def running(world: World) -> AsyncIterator[World]:
-    world.start()
-    try:
+@contextlib.contextmanager
+def running(world: World) -> Iterator[World]:
+    with nats_server(world.config()) as world.server:
         yield world
-    finally:
-        assert world.server is not None
-        world.server.close()
 
 
-class Lookup:
-    """``<user>-pw`` as a password, or ``tok-<user>`` as a token (with a sentinel JWT)."""
-
-    def lookup(self, request: AuthorizationRequest) -> Identity:
-        opts = request.connect_opts
-        if opts.auth_token.startswith("tok-"):
-            return Identity(opts.auth_token.removeprefix("tok-"))
-        if opts.user and opts.password == f"{opts.user}-pw":
-            return Identity(opts.user)
-        raise Denied("bad credentials")
+def lookup() -> Passwords:
+    """``<user>-pw`` as a password, or the token ``tok-bob`` (with a sentinel JWT)."""
+    return Passwords(tokens={"tok-bob": "bob"})
 
 
 class Placement:
@@ -267,19 +251,14 @@ async def test_one_app_serves_two_callout_accounts(workdir: Path) -> None:
     targets = {a.key.public_key: a.target.public_key for a in (first, second)}
     container = make_async_container(
         CalloutProvider(),
-        PolicyProvider(keys=keys, lookup=Lookup(), permissions=Placement(targets)),
+        PolicyProvider(keys=keys, lookup=lookup(), permissions=Placement(targets)),
     )
-    async with running(world):
+    with running(world):
+        # One broker per callout account's login, one container: the app of the README.
         brokers = [
-            NatsBroker(
-                world.url,
-                security=NatsCredentials(credentials=world.service_creds(account)),
-                logger=None,
-            )
+            service_broker(world.url, world.service_security(account), container)
             for account in (first, second)
         ]
-        for broker in brokers:
-            broker.include_router(callout_router(container))
         app = FastStream(*brokers, on_shutdown=[container.close])
         await app.start()
         (await container.get(CalloutPipeline)).observers.append(decisions.append)
@@ -338,7 +317,7 @@ async def test_rotate_signing_key_and_xkey_while_logins_run(workdir: Path, with_
     # check the signer of the sealed response.) Strict mode would refuse that placement.
     pipeline = CalloutPipeline(
         keys,
-        Lookup(),
+        lookup(),
         Placement({auth.key.public_key: auth.target.public_key}, home="home"),
         CalloutSettings(strict=False),
         observers=[decisions.append],
@@ -382,15 +361,9 @@ async def test_rotate_signing_key_and_xkey_while_logins_run(workdir: Path, with_
                 if step is not None:
                     await step()
 
-    async with running(world):
+    with running(world):
         assert world.server is not None
-        broker = NatsBroker(
-            world.url, security=NatsCredentials(credentials=world.service_creds(auth)), logger=None
-        )
-        broker.include_router(callout_router(pipeline))
-        await broker.start()
-        await settle(broker.connection)
-        try:
+        async with service(world.url, world.service_security(auth), pipeline):
             await asyncio.gather(*(worker(i) for i in range(WORKERS)))
             assert not steps, f"steps not reached: {sorted(steps)}"
             assert refused == [], (refused[:5], world.server.log()[-3000:])
@@ -408,5 +381,3 @@ async def test_rotate_signing_key_and_xkey_while_logins_run(workdir: Path, with_
             pipeline.keys = keys_of(old_key, old_xkey)
             control = await attempt_login(world.url, user="home-x", password="home-x-pw")
             assert control.refused, control.error
-        finally:
-            await broker.stop()
