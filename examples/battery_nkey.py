@@ -46,7 +46,7 @@ def create_app() -> FastStream:
         ),
     )
     broker.include_router(callout_router(container))
-    return FastStream(broker, on_shutdown=[container.close])
+    return FastStream(broker, after_shutdown=[container.close])
 
 
 if __name__ == "__main__":

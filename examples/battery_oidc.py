@@ -62,7 +62,7 @@ def create_app() -> FastStream:
     )
     broker.include_router(callout_router(container))
     # Fetch the keys at start-up, so the first logins do not wait for the IdP.
-    return FastStream(broker, after_startup=[tokens.prefetch], on_shutdown=[container.close])
+    return FastStream(broker, after_startup=[tokens.prefetch], after_shutdown=[container.close])
 
 
 def _local_idp() -> tuple[str, object]:

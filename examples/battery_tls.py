@@ -64,7 +64,7 @@ def create_app() -> FastStream:
         ),
     )
     broker.include_router(callout_router(container))
-    return FastStream(broker, on_shutdown=[container.close])
+    return FastStream(broker, after_shutdown=[container.close])
 
 
 def _pki(directory: str) -> dict[str, str]:

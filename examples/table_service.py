@@ -114,4 +114,4 @@ broker = NatsBroker(
     ),
 )
 broker.include_router(callout_router(container))
-app = FastStream(broker, on_shutdown=[container.close])
+app = FastStream(broker, after_shutdown=[container.close])
