@@ -677,7 +677,9 @@ def test_dev_refuses_what_is_no_factory_before_starting_a_server(app_dir: Path) 
 
 
 def test_dev_says_when_nothing_answers_on_the_auth_subject(app_dir: Path) -> None:
-    nothing = "nothing answers on $SYS.REQ.USER.AUTH in account AUTH: the app runs no auth callout"
+    nothing = (
+        "nothing answers on $SYS.REQ.USER.AUTH in account AUTH: no auth callout runs in the app"
+    )
     checked = run_dev(app_dir, "grant_app:no_callout", "--once", "--check-login", "alice:alice-pw")
     assert checked.returncode == 1, checked.stdout + checked.stderr
     assert nothing in checked.stdout

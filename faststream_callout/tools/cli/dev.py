@@ -82,7 +82,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="USER:PASSWORD",
         help="log in once the app runs and expect to be let in (repeatable); the first one "
-        "also fills in the printed client commands",
+        "also fills in the printed client commands (its login, and a subject it was granted)",
     )
     parser.add_argument(
         "--check-denied",
@@ -281,15 +281,18 @@ async def _started(
     silent_after = started + server.auth_timeout + 0.5
     warned = False
     while not getattr(run.app, "running", False):
-        if not warned and (runner.done() or time.monotonic() > silent_after):
-            warned = True
-            if not await _callout_answers(server, tap):
-                err(_nothing_answers(server))
         if runner.done():
             exc = runner.exception()
             if exc is not None:
+                refused = "authorization violation" in str(exc).lower()
+                if refused and not warned and not await _callout_answers(server, tap):
+                    err(_nothing_answers(server))
                 raise CliError(f"the app failed to start: {exc!r}")
             return False  # stopped (Ctrl-C) before it was up
+        if not warned and time.monotonic() > silent_after:
+            warned = True
+            if not await _callout_answers(server, tap):
+                err(_nothing_answers(server))
         if not server.is_running():
             raise CliError(f"nats-server exited:\n{server.log()[-2000:]}")
         if run.stop.is_set():
@@ -323,9 +326,9 @@ async def _callout_answers(
 def _nothing_answers(server: LocalCalloutServer) -> str:
     return (
         f"nothing answers on {AUTH_CALLOUT_SUBJECT} in account {server.callout_account}: "
-        "the app runs no auth callout (include callout_router(container) in its broker, or "
-        "AuthCallout(container).attach(app)), so every client login waits "
-        f"{server.auth_timeout:g} s and is refused"
+        "no auth callout runs in the app (add callout_router(container) to its broker or "
+        "AuthCallout(container).attach(app); or it did not start), so every client login "
+        f"waits {server.auth_timeout:g} s and is refused"
     )
 
 
