@@ -32,7 +32,7 @@ from faststream_callout.core.env import keyring_from_env, signing_keys_from_env
 from faststream_callout.core.errors import ConfigurationError
 from faststream_callout.core.pipeline import CalloutPipeline
 from faststream_callout.protocol.nkeys import KeyKind
-from faststream_callout.testing import FakeServer
+from faststream_callout.testing import FakeServer, settle
 from faststream_callout.testing.local_server import LocalNatsServer, check_config, free_port
 from faststream_callout.tools.cli import main
 from faststream_callout.tools.natsconf import option, parse, render_config_mode
