@@ -26,7 +26,8 @@ editing this file. The language (first word after the fence) decides:
 - ``text``: diagrams and sample output, not run. A block without a known language fails.
 
 A second word after the language (```` ```toml users.toml ````) names a file the block
-is written to before any block runs. Placeholder keys (``A...``, ``ABJH...``,
+is written to before any block runs; python blocks can import it (``from policy import
+Policy``). Placeholder keys (``A...``, ``ABJH...``,
 ``U...SERVICE``, ``X...``) in commands, toml, json and conf become generated public keys
 of that kind. Everything runs in a scratch directory per document that mirrors the
 repository with symlinks: write new files only.
@@ -393,6 +394,7 @@ def run_python(block: Block, session: Session, monkeypatch: pytest.MonkeyPatch) 
         return
     offline(monkeypatch)
     monkeypatch.chdir(session.scratch)
+    monkeypatch.syspath_prepend(str(session.scratch))  # named files import, as in a project
     earlier = [
         b
         for b in parse_blocks(block.doc)
