@@ -91,6 +91,7 @@ __all__ = [
     "issue",
     "open_request",
     "placement_problem",
+    "printable",
     "raw_user",
     "refused",
     "respond",
@@ -653,8 +654,20 @@ def raw_user(request: AuthorizationRequest) -> str:
     return "[REDACTED]" if token and user == token else user
 
 
+def printable(text: str) -> str:
+    """``text`` with every unprintable character escaped, so a log record stays one line.
+
+    Client-supplied text (a CONNECT user name, say) could otherwise forge log lines
+    with a newline, a carriage return or a Unicode line separator.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def client_label(request: AuthorizationRequest) -> str:
-    """``user@host (cid N, kind type)`` for log lines; never a secret."""
+    """``user@host (cid N, kind type)`` for log lines; never a secret, always one line."""
     info = request.client_info
-    user = raw_user(request)
-    return f"{user or '?'}@{info.host or '?'} (cid {info.id}, {info.kind or '?'} {info.type})"
+    user = printable(raw_user(request)) or "?"
+    host = printable(info.host) or "?"
+    return f"{user}@{host} (cid {info.id}, {printable(info.kind) or '?'} {printable(info.type)})"
