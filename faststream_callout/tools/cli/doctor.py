@@ -13,9 +13,8 @@ import os
 from faststream_callout.core import env
 from faststream_callout.core.errors import ConfigurationError
 from faststream_callout.core.keyring import Keyring
-from faststream_callout.core.signing import Signer, SigningKeys
+from faststream_callout.core.signing import SigningKeys
 from faststream_callout.protocol.nkeys import KeyKind
-from faststream_callout.protocol.xkeys import XKeyPair
 from faststream_callout.tools import doctor
 from faststream_callout.tools.cli.common import CliError, out, public_key
 
@@ -121,19 +120,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _as_signing_keys_of(account: str, keyring: Keyring) -> Keyring:
-    """Operator mode: the issuer seeds are signing keys of ``account``; a next one rotates."""
+    """Operator mode: the issuer seeds are signing keys of ``account``; the next ones rotate."""
     current = keyring.current[0]
-    following = [*keyring.current[1:], *keyring.next_keys]
-    signing = following[0].response_signer.key if len(keyring.current) > 1 else None
-    xkey = keyring.next_keys[0].xkey if keyring.next_keys else None
-
-    def of(key: Signer, xkey: XKeyPair | None) -> SigningKeys:
-        return SigningKeys.operator(account, signing_key=key, xkey=xkey)
-
-    first = of(current.response_signer.key, current.xkey)
-    if signing is None and xkey is None:
-        return Keyring(first)
-    return Keyring(
-        first,
-        next_keys=[of(signing or current.response_signer.key, xkey or current.xkey)],
+    # keyring_from_env puts a next issuer beside the first, and a next xkey in next_keys.
+    following = keyring.current[1] if len(keyring.current) > 1 else current
+    next_xkey = keyring.next_keys[0].xkey if keyring.next_keys else current.xkey
+    first = SigningKeys.operator(
+        account, signing_key=current.response_signer.key, xkey=current.xkey
     )
+    if following is current and not keyring.next_keys:
+        return Keyring(first)
+    rotated = SigningKeys.operator(
+        account, signing_key=following.response_signer.key, xkey=next_xkey
+    )
+    return Keyring(first, next_keys=[rotated])
