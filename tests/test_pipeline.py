@@ -100,7 +100,11 @@ def make_pipeline(
 
 
 def grant(**fields: Any) -> BuildFn:
-    return lambda identity, request: Grant(**{"account": "APP", "account_defaults": True, **fields})
+    # Without pub, sub or resp the grant says so: the account defaults are meant.
+    defaults = not {"pub", "sub", "resp"} & fields.keys()
+    return lambda identity, request: Grant(
+        **{"account": "APP", "account_defaults": defaults, **fields}
+    )
 
 
 async def login(

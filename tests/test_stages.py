@@ -23,7 +23,11 @@ from faststream_callout.core.pipeline import Outcome
 from faststream_callout.core.signing import SigningKeys
 from faststream_callout.integration.router import XKEY_HEADER
 from faststream_callout.protocol import jwt
-from faststream_callout.protocol.claims import AuthorizationRequestClaims
+from faststream_callout.protocol.claims import (
+    AuthorizationRequestClaims,
+    Permission,
+    ResponsePermission,
+)
 from faststream_callout.testing import FakeServer, MintedRequest
 from faststream_callout.tools.doctor.checkup import Checkup
 from faststream_callout.tools.doctor.report import Report, Status
@@ -312,3 +316,41 @@ def test_budget_and_signing_deadline_follow_the_server() -> None:
     assert stages.decision_budget(int(now), now, settings) == pytest.approx(
         int(now) + 1 - 0.25 - now
     )
+
+
+def test_strict_closes_the_direction_a_grant_leaves_out() -> None:
+    keys = SigningKeys(KeyPair.create_account())
+    signer = keys.user_jwt_signer("APP")
+    assert signer is not None
+
+    def written(grant: Grant, *, strict: bool = True) -> tuple[Permission, Permission]:
+        claims = stages.user_claims(
+            grant,
+            name="u",
+            user_nkey=KeyPair.create_user().public_key,
+            signer=signer,
+            mode=keys.mode,
+            expires=0,
+            strict=strict,
+        )
+        return claims.nats.pub, claims.nats.sub
+
+    chat = Permission(allow=["chat.>"])
+    deny_all = Permission(deny=[">"])
+    assert written(Grant(account="APP", sub=chat)) == (deny_all, chat)
+    assert written(Grant(account="APP", pub=chat)) == (chat, deny_all)
+    # An empty allow list is no restriction: nats-server never sees it.
+    assert written(Grant(account="APP", pub=chat, sub=Permission(allow=[]))) == (chat, deny_all)
+    # resp alone: nothing published but replies, nothing subscribed.
+    responder = Grant(account="APP", resp=ResponsePermission(max=1))
+    assert written(responder) == (deny_all, deny_all)
+    # Open on purpose, written out; and nats-server's own rule without strict.
+    everything = Permission(allow=[">"])
+    assert written(Grant(account="APP", pub=chat, sub=everything)) == (chat, everything)
+    assert written(Grant(account="APP", sub=chat), strict=False) == (Permission(), chat)
+    # The account defaults apply to a grant without any permission, said so, only.
+    assert written(Grant(account="APP", account_defaults=True)) == (Permission(), Permission())
+    with pytest.raises(stages.InvalidGrant, match="sets no permissions"):
+        written(Grant(account="APP"))
+    with pytest.raises(stages.InvalidGrant, match="account_defaults=True with pub, sub or resp"):
+        written(Grant(account="APP", sub=chat, account_defaults=True))

@@ -77,6 +77,9 @@ class Grant:
         pub: publish permissions.
         sub: subscribe permissions (``"subject queue"`` entries allowed).
         resp: allow replies to received requests.
+            nats-server leaves a direction the grant does not restrict open to
+            everything; strict settings (the default) deny it instead
+            (``deny: [">"]``). To leave one open, say so: ``Permission(allow=[">"])``.
         ttl: seconds until the user JWT expires and nats-server disconnects the
             client. JWT times are whole seconds: ``exp`` is ``now + ttl`` rounded
             up, so the client gets ``ttl`` to ``ttl + 1`` seconds. ``None`` sets
@@ -96,6 +99,10 @@ class Grant:
         proxy_required: the client must come through a trusted proxy (2.12+; older
             servers would ignore it, so the pipeline refuses such a grant there).
         tags: free-form tags on the user JWT.
+        account_defaults: the grant sets no ``pub``, ``sub`` or ``resp`` on
+            purpose: the account's default permissions apply (nats-server applies
+            them only then; strict settings refuse such a grant without this flag,
+            and refuse the flag on a grant that sets any of the three).
 
     """
 

@@ -58,6 +58,7 @@ from faststream_callout.protocol.claims import (
     AuthorizationRequestClaims,
     AuthorizationResponse,
     AuthorizationResponseClaims,
+    Permission,
     ResponsePermission,
     User,
     UserClaims,
@@ -106,6 +107,8 @@ __all__ = [
 ]
 
 logger: Final = logging.getLogger("faststream_callout")
+# What strict mode writes for a direction a grant leaves out.
+_DENY_ALL: Final = Permission(deny=[">"])
 
 
 # -- what ends a request early ------------------------------------------------------------
@@ -482,6 +485,9 @@ def user_claims(
 ) -> UserClaims:
     """The user JWT's claims for ``grant``, named ``name``, for the client key ``user_nkey``.
 
+    ``strict`` denies the direction (``pub`` or ``sub``) a grant leaves out, see
+    :func:`_closed_directions`.
+
     Raises:
         InvalidGrant: the permissions or limits are invalid (see ``user_issues``).
 
@@ -490,9 +496,13 @@ def user_claims(
     if resp is not None:
         # Go cannot decode a JSON float into an int: force integers.
         resp = ResponsePermission(max=int(resp.max), ttl=int(resp.ttl))
+    pub, sub = grant.pub, grant.sub
+    issues: list[str] = []
+    if strict:
+        pub, sub = _closed_directions(grant, issues)
     user = User(
-        pub=grant.pub,
-        sub=grant.sub,
+        pub=pub,
+        sub=sub,
         resp=resp,
         src=list(grant.src),
         times=list(grant.times),
@@ -507,17 +517,7 @@ def user_claims(
         type=USER_CLAIM_TYPE,
         version=CLAIMS_VERSION,
     )
-    issues = user_issues(user, strict=strict)
-    if (
-        strict
-        and not grant.account_defaults
-        and not (user.pub.allow or user.pub.deny or user.sub.allow or user.sub.deny)
-        and user.resp is None
-    ):
-        issues.append(
-            "grant sets no permissions, so the account defaults (often everything) apply; "
-            "set pub/sub, or account_defaults=True to mean it"
-        )
+    issues += user_issues(user, strict=strict)
     if issues:
         logger.error("grant for %r is invalid: %s", name, "; ".join(issues))
         raise InvalidGrant(f"invalid grant: {issues[0]}")
@@ -529,6 +529,36 @@ def user_claims(
         sub=user_nkey,
         nats=user,
     )
+
+
+def _restricts(permission: Permission) -> bool:
+    # An empty allow list is omitted from the JWT: the direction is missing.
+    return bool(permission.allow or permission.deny)
+
+
+def _closed_directions(grant: Grant, issues: list[str]) -> tuple[Permission, Permission]:
+    """Strict mode: ``pub`` and ``sub`` with every missing direction denied (``deny: [">"]``).
+
+    nats-server leaves a direction the user JWT does not mention unrestricted as
+    soon as another one is set; it applies the account's default permissions only
+    when ``pub``, ``sub`` and ``resp`` are all missing, and never per direction.
+    A missing ``resp`` needs nothing: without it nothing is allowed beyond ``pub``.
+    """
+    pub, sub = grant.pub, grant.sub
+    if not (_restricts(pub) or _restricts(sub) or grant.resp is not None):
+        if not grant.account_defaults:
+            issues.append(
+                "grant sets no permissions, so the account defaults (often everything) apply; "
+                "set pub/sub, or account_defaults=True to mean it"
+            )
+        return pub, sub
+    if grant.account_defaults:
+        issues.append(
+            "account_defaults=True with pub, sub or resp set: nats-server applies the account "
+            "defaults only to a grant without any; leave a direction open with "
+            "Permission(allow=['>'])"
+        )
+    return (pub if _restricts(pub) else _DENY_ALL), (sub if _restricts(sub) else _DENY_ALL)
 
 
 async def issue(
