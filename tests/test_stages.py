@@ -175,6 +175,13 @@ def bad_audience() -> Scenario:
     return Scenario(keys, reseal(server, minted, forged), None)
 
 
+def far_future_expiry() -> Scenario:
+    keys = SigningKeys(KeyPair.create_account())
+    server = FakeServer.for_keys(keys)
+    server.auth_timeout = 32_503_680_000 - T  # exp in the year 3000
+    return Scenario(keys, _mint(server).body, None)
+
+
 def garbage() -> Scenario:
     return Scenario(SigningKeys(KeyPair.create_account()), b"not a request", None)
 
@@ -189,6 +196,7 @@ REJECTED = [
     header_not_signed,
     xkey_of_another_account,
     bad_audience,
+    far_future_expiry,
     garbage,
 ]
 
@@ -216,8 +224,11 @@ def test_the_doctor_reports_every_problem_the_pipeline_stops_at_the_first() -> N
     forged = msgspec.structs.replace(minted.claims, aud="someone-else")  # and expired
     body = reseal(server, minted, forged)
     exchange = stages.Exchange(forged, forged.nats, keys, keys.xkeys)
-    assert stages.verify(exchange, T) == "request audience is not nats-authorization-request"
-    assert [p.check for p in stages.claims_problems(forged, T)] == ["audience", "times"]
+    settings = CalloutSettings()
+    assert stages.verify(exchange, T, settings) == (
+        "request audience is not nats-authorization-request"
+    )
+    assert [p.check for p in stages.claims_problems(forged, T, settings)] == ["audience", "times"]
     message = failed(doctor_findings(keys, body, None))["request.verify"]
     assert "audience is not nats-authorization-request" in message
     assert "expired" in message
@@ -354,3 +365,22 @@ def test_strict_closes_the_direction_a_grant_leaves_out() -> None:
         written(Grant(account="APP"))
     with pytest.raises(stages.InvalidGrant, match="account_defaults=True with pub, sub or resp"):
         written(Grant(account="APP", sub=chat, account_defaults=True))
+
+
+@pytest.mark.parametrize(("server_timeout", "allowed"), [(4, True), (5, False), (3600, False)])
+async def test_a_request_may_live_the_auth_timeout_and_a_leeway(
+    server_timeout: float, allowed: bool
+) -> None:
+    keys = SigningKeys(KeyPair.create_account())
+    server = FakeServer.for_keys(keys)
+    server.auth_timeout = server_timeout  # exp = iat + this, as nats-server writes it
+    minted = _mint(server)
+    decision = await pipeline_for(keys).decide(minted.body, minted.server_xkey)
+    assert decision.allowed is allowed  # 2 s (the settings' default) + 2 s leeway
+    if not allowed:
+        # A verified server asked: a signed denial that says why, like other invalid requests.
+        assert decision.outcome is Outcome.REJECTED
+        assert f"expires {server_timeout}s after it was issued" in decision.reason
+        verdict = server.check(minted, decision.reply, now=T)
+        assert not verdict.allowed
+        assert "CalloutSettings.auth_timeout" in verdict.error

@@ -24,6 +24,10 @@ from faststream_callout.core.throttle import Throttle, ThrottleGate, throttle_ke
 from faststream_callout.protocol.claims import AuthorizationRequest
 
 __all__ = [
+    "DEFAULT_PROTECTED_ACCOUNTS",
+    "GENERATED_CALLOUT_ACCOUNT",
+    "GENERATED_SYSTEM_ACCOUNT",
+    "SERVER_SYSTEM_ACCOUNT",
     "CalloutPipeline",
     "CalloutSettings",
     "Decision",
@@ -34,6 +38,17 @@ __all__ = [
 logger: Final = logging.getLogger("faststream_callout")
 # One INFO record per decision, with the fields in ``record.callout``; never secrets.
 decision_logger: Final = logging.getLogger("faststream_callout.decisions")
+#: The system account's name in a configuration that names none (nats-server's default).
+SERVER_SYSTEM_ACCOUNT: Final = "$SYS"
+#: The system account's name in the configurations this library writes (``faststream-callout
+#: config`` and ``dev``, the testing package's local servers).
+GENERATED_SYSTEM_ACCOUNT: Final = "SYS"
+#: The callout account's name in the configurations this library writes.
+GENERATED_CALLOUT_ACCOUNT: Final = "AUTH"
+#: ``CalloutSettings.protected_accounts`` by default: all three.
+DEFAULT_PROTECTED_ACCOUNTS: Final = frozenset(
+    {SERVER_SYSTEM_ACCOUNT, GENERATED_SYSTEM_ACCOUNT, GENERATED_CALLOUT_ACCOUNT}
+)
 _THROTTLED_REASON: Final = "too many failed attempts; try again later"
 _TIMEOUT_REASON: Final = "authorization decision timed out"
 
@@ -67,9 +82,12 @@ class CalloutSettings:
             them too and a slow one does not stall other requests; costs a thread
             hop per call. Off: they run on the event loop, which suits fast code.
         protected_accounts: accounts no grant may place a client in (names in
-            config mode, public keys in operator mode): the system account
-            (nats-server's default name ``$SYS``; add yours, e.g. ``"SYS"``) and
-            the callout account, where a client could read every request. In
+            config mode, public keys in operator mode): the system account, where
+            a client could watch and steer the server, and the callout account,
+            where it could read every request (passwords too, without an xkey).
+            By default the names nats-server and this library's generated
+            configurations give them: ``$SYS``, ``SYS`` and ``AUTH``; name yours
+            when they differ (``faststream-callout doctor`` compares). In
             operator mode strict settings also protect the callout account.
 
     """
@@ -83,7 +101,7 @@ class CalloutSettings:
     default_ttl: float | None = None
     max_ttl: float | None = None
     trusted_servers: Collection[str] | Callable[[str], bool] | None = None
-    protected_accounts: Collection[str] = frozenset({"$SYS"})
+    protected_accounts: Collection[str] = DEFAULT_PROTECTED_ACCOUNTS
     run_sync_in_thread: bool = False
 
     def trusts(self, server: str) -> bool:
@@ -292,7 +310,7 @@ class CalloutPipeline:
         if isinstance(exchange, Decision):
             return exchange
         request = exchange.request
-        problem = stages.verify(exchange, now)
+        problem = stages.verify(exchange, now, settings)
         if problem is not None:
             logger.warning("auth callout request rejected: %s", problem)
             return await self._deny(exchange, Outcome.REJECTED, problem, started)

@@ -73,6 +73,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLAIMS_CHECKS",
+    "REQUEST_LIFETIME_LEEWAY",
     "SEAL_CHECKS",
     "Exchange",
     "InvalidGrant",
@@ -107,6 +108,10 @@ __all__ = [
 ]
 
 logger: Final = logging.getLogger("faststream_callout")
+#: Seconds a request's ``exp`` may lie beyond ``iat`` + ``CalloutSettings.auth_timeout``:
+#: nats-server writes ``exp`` the timeout after ``iat``, in whole seconds, and a server
+#: with TLS waits a second longer by default (3 s) than the setting's default.
+REQUEST_LIFETIME_LEEWAY: Final = 2.0
 # What strict mode writes for a direction a grant leaves out.
 _DENY_ALL: Final = Permission(deny=[">"])
 
@@ -247,23 +252,45 @@ class Problem(NamedTuple):
     reason: str
 
 
-def _audience(claims: AuthorizationRequestClaims, _now: float) -> str | None:
+def _audience(claims: AuthorizationRequestClaims, _now: float, _s: CalloutSettings) -> str | None:
     if claims.aud != AUTH_REQUEST_AUDIENCE:
         return "request audience is not nats-authorization-request"
     return None
 
 
-def _signed_by_the_server(claims: AuthorizationRequestClaims, _now: float) -> str | None:
+def _signed_by_the_server(
+    claims: AuthorizationRequestClaims, _now: float, _s: CalloutSettings
+) -> str | None:
     if claims.iss != claims.nats.server_id.id:
         return "request issuer is not the server named in server_id"
     return None
 
 
-def _has_expiry(claims: AuthorizationRequestClaims, _now: float) -> str | None:
+def _has_expiry(claims: AuthorizationRequestClaims, _now: float, _s: CalloutSettings) -> str | None:
     return None if claims.exp else "request has no expiry"
 
 
-def _in_time(claims: AuthorizationRequestClaims, now: float) -> str | None:
+def _lifetime(
+    claims: AuthorizationRequestClaims, _now: float, settings: CalloutSettings
+) -> str | None:
+    # nats-server writes exp = iat + authorization.timeout (whole seconds). A longer
+    # one (year 3000) was not minted for one login: it could be answered for long.
+    if not claims.exp:
+        return None  # _has_expiry says so
+    if not claims.iat:
+        return "request has no issue time (iat)"
+    allowed = settings.auth_timeout + REQUEST_LIFETIME_LEEWAY
+    lifetime = claims.exp - claims.iat
+    if lifetime > allowed:
+        return (
+            f"request expires {lifetime}s after it was issued, more than the auth timeout "
+            f"allows ({settings.auth_timeout:g}s + {REQUEST_LIFETIME_LEEWAY:g}s); set "
+            "CalloutSettings.auth_timeout to the server's authorization.timeout"
+        )
+    return None
+
+
+def _in_time(claims: AuthorizationRequestClaims, now: float, _s: CalloutSettings) -> str | None:
     try:
         jwt.validate_times(claims, now=now)
     except InvalidJWTError as exc:
@@ -271,7 +298,7 @@ def _in_time(claims: AuthorizationRequestClaims, now: float) -> str | None:
     return None
 
 
-def _user_nkey(claims: AuthorizationRequestClaims, _now: float) -> str | None:
+def _user_nkey(claims: AuthorizationRequestClaims, _now: float, _s: CalloutSettings) -> str | None:
     if not is_public_key(claims.nats.user_nkey, KeyKind.USER, cached=False):
         return "request user_nkey is not a user public key"
     return None
@@ -304,7 +331,8 @@ def _for_this_account(exchange: Exchange) -> str | None:
     return None
 
 
-ClaimsCheck = Callable[[AuthorizationRequestClaims, float], str | None]
+# (the claims, the Unix time the request arrived, the pipeline's settings) -> the problem
+ClaimsCheck = Callable[[AuthorizationRequestClaims, float, "CalloutSettings"], str | None]
 SealCheck = Callable[[Exchange], str | None]
 
 #: Checks of the signed request claims at a Unix time: name -> the problem, or None.
@@ -312,6 +340,7 @@ CLAIMS_CHECKS: Final[tuple[tuple[str, ClaimsCheck], ...]] = (
     ("audience", _audience),
     ("issuer", _signed_by_the_server),
     ("expiry", _has_expiry),
+    ("lifetime", _lifetime),
     ("times", _in_time),
     ("user_nkey", _user_nkey),
 )
@@ -323,11 +352,11 @@ SEAL_CHECKS: Final[tuple[tuple[str, SealCheck], ...]] = (
 )
 
 
-def verify(exchange: Exchange, now: float) -> str | None:
+def verify(exchange: Exchange, now: float, settings: CalloutSettings) -> str | None:
     """The first problem of the request received at Unix time ``now``, or ``None``."""
     claims = exchange.claims
     for _, claims_check in CLAIMS_CHECKS:
-        problem = claims_check(claims, now)
+        problem = claims_check(claims, now, settings)
         if problem is not None:
             return problem
     for _, seal_check in SEAL_CHECKS:
@@ -337,9 +366,11 @@ def verify(exchange: Exchange, now: float) -> str | None:
     return None
 
 
-def claims_problems(claims: AuthorizationRequestClaims, now: float) -> list[Problem]:
+def claims_problems(
+    claims: AuthorizationRequestClaims, now: float, settings: CalloutSettings
+) -> list[Problem]:
     """Every failed claims check, in :data:`CLAIMS_CHECKS` order."""
-    found = ((name, check(claims, now)) for name, check in CLAIMS_CHECKS)
+    found = ((name, check(claims, now, settings)) for name, check in CLAIMS_CHECKS)
     return [Problem(name, problem) for name, problem in found if problem is not None]
 
 

@@ -32,7 +32,9 @@ from faststream_callout.tools.doctor.report import Status
 __all__ = ["analyze", "watch"]
 
 _CLOCK_SKEW_WARNING: Final = 2.0  # seconds: the pipeline checks exp without leeway
-_MAX_REQUEST_SIZE: Final = CalloutSettings().max_request_size
+# The service's settings are not known here: judged as a service with the defaults would.
+_SETTINGS: Final = CalloutSettings()
+_MAX_REQUEST_SIZE: Final = _SETTINGS.max_request_size
 
 
 async def watch(checkup: Checkup) -> tuple[bytes, str | None, float] | None:
@@ -256,7 +258,7 @@ def _verify_claims(checkup: Checkup, claims: AuthorizationRequestClaims, arrived
         f"{problem.reason} (this machine's clock is {skew:+.0f}s off the server's)"
         if problem.check == "times"
         else problem.reason
-        for problem in stages.claims_problems(claims, arrived)
+        for problem in stages.claims_problems(claims, arrived, _SETTINGS)
     ]
     if problems:
         checkup.report.add(
