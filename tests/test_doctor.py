@@ -62,6 +62,8 @@ class Setup:
     server_xkey: str | None = ""  # "" = the xkey above, None = none
     service_user: str = "auth"
     service_account: str = "AUTH"
+    callout_account: str = "AUTH"
+    system_account: str = "SYS"
     service_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     service_permissions: str = ""
     auth_users: tuple[str, ...] = ("auth",)
@@ -80,6 +82,8 @@ class Setup:
             auth_user=self.service_user,
             auth_password=self.service_password,
             auth_user_account=self.service_account,
+            callout_account=self.callout_account,
+            system_account=self.system_account,
             auth_user_permissions=self.service_permissions,
             auth_users=self.auth_users,
             allowed_accounts=self.allowed_accounts,
@@ -186,6 +190,7 @@ async def test_correct_deployment_is_all_ok(
         "request.verify",
         "request.issuer",
         "bypass",
+        "protected-accounts",
     }
     assert report.mode == "config"
     assert "2." in report.server  # the server's version, from $SYS.REQ.USER.INFO
@@ -519,6 +524,29 @@ async def test_service_missing_from_auth_users_cannot_log_in() -> None:
     assert failing(report, "connect")
     assert "'auth' is not in auth_callout.auth_users" in failing(report, "auth-users")
     assert statuses(report)["issuer"] == ["OK"]  # the file is still compared
+
+
+async def test_accounts_named_otherwise_warn_until_protected(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup = Setup(service_account="CALLOUT", callout_account="CALLOUT", system_account="SYSTEM")
+    with nats_server(setup) as server:
+        report = await run_doctor(setup, server, setup.keys(), probe=False, wait=0.1)
+        warned = {
+            f.details["role"]: f.details["account"]
+            for f in report.findings_for("protected-accounts")
+            if f.status is Status.WARN
+        }
+        assert warned == {"system": "SYSTEM", "callout": "CALLOUT"}, report.format()
+        # The configuration the library writes says what to protect.
+        assert 'protected_accounts={"CALLOUT", "SYSTEM"}' in server.config_path.read_text()
+
+        environ = doctor_env(setup, server)
+        argv = ["--server-config", str(server.config_path), "--wait", "0.1", "--json"]
+        protect = ["--protected-account", "CALLOUT", "--protected-account", "SYSTEM"]
+        await run_main(monkeypatch, environ, *argv, *protect)
+        findings = json.loads(capsys.readouterr().out)["findings"]
+        assert [f["status"] for f in findings if f["check"] == "protected-accounts"] == ["OK"]
 
 
 async def test_unreadable_server_config_fails(tmp_path: Path) -> None:

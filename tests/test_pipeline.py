@@ -835,15 +835,19 @@ async def test_operator_user_in_the_callout_account_is_refused_when_strict(op: O
 
 
 @pytest.mark.parametrize("strict", [True, False])
-async def test_grant_into_the_default_system_account_is_refused(
-    keys: SigningKeys, server: FakeServer, strict: bool
+@pytest.mark.parametrize("account", ["$SYS", "SYS", "AUTH"])
+async def test_grant_into_a_default_system_or_callout_account_is_refused(
+    keys: SigningKeys, strict: bool, account: str
 ) -> None:
+    # nats-server's system account, and the system and callout accounts of the
+    # configurations the library writes (config, dev, the testing servers).
+    server = FakeServer.config_mode(keys.callout_account, accounts=["APP", account])
     pipeline = make_pipeline(
-        keys, build=grant(account="$SYS"), settings=CalloutSettings(strict=strict)
+        keys, build=grant(account=account), settings=CalloutSettings(strict=strict)
     )
     _, decision, verdict = await login(pipeline, server)
     assert decision.outcome is Outcome.ERROR
-    assert decision.reason == "grant places the client in protected account $SYS"
+    assert decision.reason == f"grant places the client in protected account {account}"
     assert not verdict.allowed
     assert not verdict.invalid
 

@@ -42,7 +42,8 @@ async def test_a_direction_the_grant_leaves_out_is_closed(callout_env: CalloutEn
 
         # resp alone still answers requests: the reply permission outranks the closed pub.
         responder = await callout.connect(user="responder", password="pw")
-        asker = await callout.connect(user="open", password="pw")  # sub ">" written out: left open on purpose
+        # sub ">" written out: left open on purpose.
+        asker = await callout.connect(user="open", password="pw")
         assert await can_subscribe(asker, "anything.at.all")
 
         async def echo(msg: Msg) -> None:

@@ -13,6 +13,7 @@ import os
 from faststream_callout.core import env
 from faststream_callout.core.errors import ConfigurationError
 from faststream_callout.core.keyring import Keyring
+from faststream_callout.core.pipeline import DEFAULT_PROTECTED_ACCOUNTS
 from faststream_callout.core.signing import SigningKeys
 from faststream_callout.protocol.nkeys import KeyKind
 from faststream_callout.tools import doctor
@@ -61,6 +62,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--wait", type=float, default=3.0, help="seconds to wait for a request (default 3)"
     )
     parser.add_argument("--queue", default="faststream-callout", help="the service's queue group")
+    parser.add_argument(
+        "--protected-account",
+        action="append",
+        metavar="NAME",
+        help="an account of the service's CalloutSettings.protected_accounts (repeatable; "
+        f"default: {', '.join(sorted(DEFAULT_PROTECTED_ACCOUNTS))}), compared with the "
+        "server's system and callout accounts",
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="connect timeout (s)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -103,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             probe=args.probe,
             queue=args.queue,
             timeout=args.timeout,
+            protected_accounts=args.protected_account or DEFAULT_PROTECTED_ACCOUNTS,
         )
     )
     if keys_problem:

@@ -16,6 +16,8 @@ nats-server does with what the service's keys need, one module per concern:
   issuer? ``probe`` triggers one with a throwaway login;
 - :mod:`.bypass`: users that skip the callout (``auth_users``, ``no_auth_user``,
   accounts left out of ``allowed_accounts``);
+- :mod:`.protected`: the server's system and callout accounts against the service's
+  ``protected_accounts``;
 - :mod:`.report`: the findings, as text or JSON.
 
 Nothing secret is ever reported: no seed, password or request content.
@@ -24,11 +26,12 @@ Nothing secret is ever reported: no seed, password or request content.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Final
 
 from faststream_callout.core.keyring import Keyring
+from faststream_callout.core.pipeline import DEFAULT_PROTECTED_ACCOUNTS
 from faststream_callout.core.signing import SigningKeys
 from faststream_callout.tools.doctor.bypass import check_bypass
 from faststream_callout.tools.doctor.checkup import Checkup
@@ -43,6 +46,7 @@ from faststream_callout.tools.doctor.keys import (
     check_config_keys,
     matching_config,
 )
+from faststream_callout.tools.doctor.protected import check_protected
 from faststream_callout.tools.doctor.report import Finding, Report, Status
 from faststream_callout.tools.doctor.request import analyze, watch
 from faststream_callout.tools.doctor.server_config import load_config
@@ -63,6 +67,7 @@ async def diagnose(
     probe: bool = False,
     queue: str = DEFAULT_QUEUE,
     timeout: float = 5.0,  # noqa: ASYNC109 - connect timeout, passed to nats-py
+    protected_accounts: Collection[str] = DEFAULT_PROTECTED_ACCOUNTS,
 ) -> Report:
     """Check a deployment and return a :class:`Report`; never raises for what it finds.
 
@@ -84,6 +89,8 @@ async def diagnose(
             password (refused; the service counts it as one failed login).
         queue: the service's queue group (``callout_router``'s ``queue``).
         timeout: seconds to wait for connections.
+        protected_accounts: the service's ``CalloutSettings.protected_accounts``,
+            compared with the server's system and callout accounts.
 
     """
     checkup = Checkup(
@@ -96,6 +103,7 @@ async def diagnose(
         probe=probe,
         queue=queue,
         timeout=timeout,
+        protected_accounts=frozenset(protected_accounts),
     )
     await _run(checkup, server_config)
     return checkup.report
@@ -120,6 +128,7 @@ async def _run(checkup: Checkup, server_config: str | Path | None) -> None:
             report.mode = checkup.mode
             check_config_keys(checkup)
         check_bypass(checkup)
+        check_protected(checkup)
         matching_config(checkup)
     finally:
         report.sort()

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from faststream_callout.core.keyring import Keyring
+from faststream_callout.core.pipeline import DEFAULT_PROTECTED_ACCOUNTS
 from faststream_callout.core.signing import SigningKeys
 from faststream_callout.protocol.nkeys import KeyKind, is_public_key
 from faststream_callout.testing.probes import settle
 from faststream_callout.tools.doctor.report import Report
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
 
     from faststream_callout.tools.doctor.server_config import ServerConfig
 
@@ -33,6 +34,7 @@ class Checkup:
     probe: bool = False
     queue: str = "faststream-callout"
     timeout: float = 5.0
+    protected_accounts: Collection[str] = DEFAULT_PROTECTED_ACCOUNTS
     config: ServerConfig | None = None
     client: Any = None  # the service's nats-py connection
     info: dict[str, Any] | None = None  # $SYS.REQ.USER.INFO's data

@@ -22,6 +22,7 @@ from faststream_callout.tools.doctor.checkup import Checkup
 from faststream_callout.tools.doctor.report import Status
 from faststream_callout.tools.doctor.server_config import strings
 from faststream_callout.tools.natsconf import operator_authorization, render_config_mode
+from faststream_callout.tools.natsconf.render import CALLOUT_ACCOUNT, SYSTEM_ACCOUNT
 
 __all__ = [
     "check_account_jwt",
@@ -287,8 +288,8 @@ def matching_config(checkup: Checkup) -> None:
         )
         return
     config = checkup.config
-    callout_account = checkup.service_account or (config.account if config else "AUTH")
-    system = config.system_account if config else "SYS"
+    callout_account = checkup.service_account or (config.account if config else CALLOUT_ACCOUNT)
+    system = config.system_account if config else SYSTEM_ACCOUNT
     targets: Sequence[str] = [
         a for a in (config.accounts if config else []) if a not in {callout_account, system}
     ] or ["APP"]

@@ -20,6 +20,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from faststream_callout.core import env
+from faststream_callout.core.pipeline import (
+    DEFAULT_PROTECTED_ACCOUNTS,
+    GENERATED_CALLOUT_ACCOUNT,
+    GENERATED_SYSTEM_ACCOUNT,
+)
 
 __all__ = [
     "AUTH_TIMEOUT",
@@ -35,12 +40,12 @@ __all__ = [
     "render_operator_mode",
 ]
 
-CALLOUT_ACCOUNT: Final = "AUTH"
-"""The account the service logs into (``auth_callout.account``)."""
+CALLOUT_ACCOUNT: Final = GENERATED_CALLOUT_ACCOUNT
+"""The account the service logs into (``auth_callout.account``); protected by default."""
 AUTH_USER: Final = "auth"
 """The service's user name, listed in ``auth_users``."""
-SYSTEM_ACCOUNT: Final = "SYS"
-"""The system account's name."""
+SYSTEM_ACCOUNT: Final = GENERATED_SYSTEM_ACCOUNT
+"""The system account's name; protected by default."""
 SYSTEM_USER: Final = "admin"
 """The system account's user, when given a password; it skips the callout too."""
 TARGET_ACCOUNT: Final = "APP"
@@ -138,6 +143,7 @@ def render_config_mode(
         ),
         f"#   {env.CALLOUT_ISSUER_SEED}=<seed of {issuer}>{xkey_hint}",
         "# Keep this file private: it holds the service's password.",
+        _protection_note(system_account, callout_account),
     ]
     lines += _server_lines(listen, server_name)
     lines += [
@@ -217,6 +223,22 @@ def operator_authorization(
     if xkey:
         section["xkey"] = xkey
     return {"authorization": section}
+
+
+def _protection_note(system_account: str, callout_account: str) -> str:
+    """The comment that names the accounts the service must never place clients in."""
+    names = sorted({system_account, callout_account})
+    unprotected = [name for name in names if name not in DEFAULT_PROTECTED_ACCOUNTS]
+    if not unprotected:
+        return (
+            f"# The service's default CalloutSettings refuse to place clients in "
+            f"{' or '.join(names)} (protected_accounts)."
+        )
+    protected = ", ".join(map(quote, names))
+    return (
+        f"# Protect {' and '.join(names)} in the service, or a policy bug could place clients "
+        f"there: CalloutSettings(protected_accounts={{{protected}}})"
+    )
 
 
 def _server_lines(listen: str | None, server_name: str | None) -> list[str]:
