@@ -406,6 +406,49 @@ async def test_check_shows_denials_and_unreachable_servers(
     assert "no login" in capsys.readouterr().out
 
 
+async def test_check_takes_secrets_from_the_environment_or_a_prompt(
+    real_server: RealServer,
+    callout_service: NatsBroker,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Arguments show in `ps`: the secrets come from a variable or a prompt instead.
+    monkeypatch.setenv("ALICE_SECRET", "alice-pw")
+    monkeypatch.setenv("CAROL_SECRET", "tok-carol-123")
+    prompts: list[str] = []
+
+    def answer(prompt: str) -> str:
+        prompts.append(prompt)
+        return {"token: ": "tok-carol-123"}.get(prompt, "alice-pw")
+
+    monkeypatch.setattr("getpass.getpass", answer)
+    logins = [
+        ["--user", "alice", "--password-env", "ALICE_SECRET"],
+        ["--token-env", "CAROL_SECRET"],
+        ["--user", "alice", "--password-prompt"],
+        ["--token-prompt"],
+    ]
+    for login_options in logins:
+        assert await asyncio.to_thread(main, ["check", real_server.url, *login_options]) == 0
+        out = capsys.readouterr().out
+        assert f"{real_server.url}: allowed" in out, login_options
+        assert "alice-pw" not in out
+        assert "tok-carol-123" not in out
+    assert prompts == ["password for alice: ", "token: "]
+
+    monkeypatch.delenv("CAROL_SECRET")
+    argv = ["check", real_server.url, "--token-env", "CAROL_SECRET"]
+    assert await asyncio.to_thread(main, argv) == 2
+    assert "environment variable CAROL_SECRET is not set" in capsys.readouterr().err
+    argv = ["check", real_server.url, "--token", "t", "--token-env", "ALICE_SECRET"]
+    with pytest.raises(SystemExit):  # one source per secret
+        main(argv)
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    assert "--password-env VAR" in capsys.readouterr().out
+
+
 # -- dev -----------------------------------------------------------------------------------
 
 
