@@ -70,13 +70,15 @@ class JWKSServer:
     chunked: bool = False
     hits: dict[str, int] = field(default_factory=dict)
     issuer: str = ""
+    redirect_to: str = "/jwks.json"  # where /moved points
+    tls: ssl.SSLContext | None = None  # serve https with this server context
     _server: ThreadingHTTPServer | None = None
 
     @property
     def base(self) -> str:
         assert self._server is not None
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     @property
     def jwks_uri(self) -> str:
@@ -112,7 +114,7 @@ class JWKSServer:
                     )
                 elif self.path == "/moved":
                     self.send_response(302)
-                    self.send_header("Location", "/jwks.json")
+                    self.send_header("Location", owner.redirect_to)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -140,6 +142,8 @@ class JWKSServer:
                 pass  # clients that gave up (timeouts under test) are expected
 
         self._server = Server(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True

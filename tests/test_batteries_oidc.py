@@ -6,12 +6,15 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import importlib
 import json
+import ssl
+import sys
 import time
 from typing import Any
 
 import pytest
-from batteries_support import JWKSServer, Signer, claims, jwks_server, make_request
+from batteries_support import JWKSServer, Pki, Signer, claims, jwks_server, make_request
 
 from faststream_callout import CalloutPipeline, ConfigurationError, Denied, KeyPair, SigningKeys
 from faststream_callout.batteries import (
@@ -496,6 +499,53 @@ async def test_http_client(rsa):
         await http_get(server.jwks_uri, max_bytes=100)
     with pytest.raises(FetchError, match="cannot connect"):
         await http_get("http://127.0.0.1:9/", max_bytes=100)
+    # Redirects go where a configured URL could: never to plain http on another host.
+    with (
+        jwks_server(redirect_to="http://10.0.0.1/jwks.json") as server,
+        pytest.raises(FetchError, match="plain http is allowed only to localhost"),
+    ):
+        await http_get(f"{server.base}/moved", max_bytes=10_000)
+    with jwks_server(redirect_to="/moved") as server, pytest.raises(FetchError, match="too many"):
+        await http_get(f"{server.base}/moved", max_bytes=10_000)
+
+
+async def test_http_client_over_tls_never_follows_https_to_http(rsa, tmp_path):
+    pki = Pki(tmp_path)
+    cert, key, _ = pki.issue("idp", "127.0.0.1", server=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    with jwks_server(keys=[rsa.jwk]) as plain:
+        with jwks_server(keys=[rsa.jwk], tls=tls, redirect_to=plain.jwks_uri) as server:
+            assert server.jwks_uri.startswith("https://")
+            trusted = pki.client_context()
+            body = await http_get(server.jwks_uri, max_bytes=10_000, ssl_context=trusted)
+            assert json.loads(body)["keys"][0]["kid"] == rsa.kid
+            with pytest.raises(FetchError, match="redirect from https to http refused"):
+                await http_get(f"{server.base}/moved", max_bytes=10_000, ssl_context=trusted)
+            # The system's trust store does not know the test CA.
+            with pytest.raises(FetchError, match=r"cannot connect .*SSL"):
+                await http_get(server.jwks_uri, max_bytes=10_000)
+        assert plain.hits.get("/jwks.json", 0) == 0
+
+
+async def test_a_fetch_is_cancellable(rsa):
+    with jwks_server(keys=[rsa.jwk], delay=2.0) as server:
+        started = time.monotonic()
+        fetch = asyncio.ensure_future(http_get(server.jwks_uri, max_bytes=10_000))
+        await asyncio.sleep(0.1)
+        fetch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fetch
+        assert time.monotonic() - started < 1.0
+
+
+def test_the_oidc_extra_is_named_when_httpx_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    for module in ("faststream_callout.batteries._http", "faststream_callout.batteries.oidc"):
+        monkeypatch.delitem(sys.modules, module)
+    with pytest.raises(ImportError, match=r"faststream-callout\[oidc\].*") as caught:
+        importlib.import_module("faststream_callout.batteries.oidc")
+    assert "(httpx is not installed)" in str(caught.value)
 
 
 def test_url_checks():

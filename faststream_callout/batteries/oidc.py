@@ -4,10 +4,11 @@ The client sends an access token from your identity provider as its NATS token
 (or password); :class:`OIDCLookup` verifies it with PyJWT against the keys the
 issuer publishes, checks issuer, audience, expiry and the algorithm allow-list,
 and maps claims to an :class:`~faststream_callout.Identity`. Needs the ``oidc``
-extra (``pip install faststream-callout[oidc]``).
+extra (``pip install faststream-callout[oidc]``: PyJWT, cryptography and httpx).
 
-Keys (:class:`JWKSCache`) are fetched without blocking the event loop, with a
-timeout, cached for a TTL, refetched when a token names an unknown ``kid`` (at
+Keys (:class:`JWKSCache`) are fetched with httpx without blocking the event loop
+(https only, plain http to localhost only, never redirected from https to http), with a
+timeout and a size limit, cached for a TTL, refetched when a token names an unknown ``kid`` (at
 most once per ``min_refresh_interval``, so tokens with random ``kid`` s cannot
 hammer the provider), one fetch at a time however many logins wait for it. If
 no keys can be had, logins are denied (fail closed); keys already fetched stay
@@ -33,7 +34,6 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from faststream_callout.batteries._common import EXPIRES_AT, extra_missing, logger
-from faststream_callout.batteries._http import FetchError, check_url, http_get
 from faststream_callout.batteries.compose import NotApplicable
 from faststream_callout.core.errors import CalloutError, ConfigurationError, Denied
 from faststream_callout.core.policy import Identity
@@ -45,6 +45,7 @@ try:
 
     if not has_crypto:
         raise ImportError("cryptography is not installed", name="cryptography")
+    from faststream_callout.batteries._http import FetchError, check_url, http_get
 except ImportError as _error:
     raise extra_missing("oidc", "faststream_callout.batteries.oidc", _error) from _error
 
@@ -163,9 +164,9 @@ class JWKSCache:
         stale_if_error: seconds past ``ttl`` a key set stays usable while
             refetching fails; 0 to deny as soon as it is stale.
         max_bytes: the largest JWKS document accepted.
-        fetch: an ``async (url) -> bytes`` replacing the built-in HTTP client
+        fetch: an ``async (url) -> bytes`` used instead of the built-in httpx fetch
             (proxies, custom TLS, an existing HTTP session).
-        ssl_context: TLS settings for the built-in client (a private CA).
+        ssl_context: TLS settings for the built-in fetch (a private CA).
         clock: monotonic seconds; injectable for tests.
 
     """
