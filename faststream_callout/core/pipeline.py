@@ -181,7 +181,7 @@ def log_decision(decision: Decision) -> None:
         fields["outcome"],
         fields["user"],
         fields["account"],
-        fields["client_host"],
+        stages.printable(info.host) if info else "",
         fields["reason"],
         fields["latency_ms"],
         extra={"callout": fields},

@@ -218,7 +218,8 @@ def decode_request(token: bytes) -> AuthorizationRequestClaims:
     try:
         return jwt.decode(token, AuthorizationRequestClaims)
     except InvalidJWTError as exc:
-        raise Rejected(str(exc)) from None
+        # Anyone who may publish the subject can send this: the reason is logged.
+        raise Rejected(printable(str(exc))) from None
 
 
 def select_keys(keys: SigningKeys | Keyring, claims: AuthorizationRequestClaims) -> RequestKeys:
@@ -607,7 +608,7 @@ async def issue(
     problem = placement_problem(grant, keys, settings)
     signer = keys.user_jwt_signer(grant.account)
     if problem is not None or signer is None:
-        problem = problem or f"no signing key for account {grant.account}"
+        problem = printable(problem or f"no signing key for account {grant.account}")
         logger.error("cannot place %r: %s", identity.name, problem)
         raise InvalidGrant(problem)
     problem = version_problem(grant, exchange.request)

@@ -35,6 +35,7 @@ from faststream.message import StreamMessage
 from faststream.nats import NatsRouter
 
 from faststream_callout.core.pipeline import Decision
+from faststream_callout.core.stages import printable
 
 __all__ = [
     "AUTH_ERROR_SUBJECT",
@@ -180,8 +181,8 @@ class ServerFeedback:
             login.user_nkey,
             login.account,
             login.client_id,
-            server.get("name") or server_id,
-            reason,
+            printable(str(server.get("name") or server_id)),
+            printable(reason),
             extra={
                 "callout_refusal": {
                     "identity": login.identity,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from faststream_callout.core.stages import printable
 from faststream_callout.integration.router import AUTH_CALLOUT_SUBJECT
 from faststream_callout.testing.deployment import LocalCalloutServer
 from faststream_callout.testing.probes import settle
@@ -169,7 +170,7 @@ class _DecisionTap(logging.Handler):
             return
         self.records.append(fields)
         reason = f" reason={fields.get('reason')!r}" if fields.get("reason") else ""
-        account = f" account={fields.get('account')}" if fields.get("account") else ""
+        account = f" account={printable(str(fields['account']))}" if fields.get("account") else ""
         self.stream.write(
             f"[decision] {fields.get('outcome')} user={fields.get('user')!r}{account}{reason} "
             f"({fields.get('latency_ms')} ms)\n"

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from faststream_callout.core.stages import printable
+
 __all__ = ["USER_INFO_SUBJECT", "LoginResult", "format_login", "try_login"]
 
 USER_INFO_SUBJECT: Final = "$SYS.REQ.USER.INFO"
@@ -117,8 +119,9 @@ def format_login(result: LoginResult, *, indent: str = "  ") -> list[str]:
             f"{indent}(grant publish on {USER_INFO_SUBJECT} and subscribe on _INBOX.> to see them)"
         )
         return lines
-    lines.append(f"{indent}{'user':<12} {info.get('user', '?')}")
-    lines.append(f"{indent}{'account':<12} {info.get('account', '?')}")
+    # The user name may be the client's own CONNECT user: one line, escaped.
+    lines.append(f"{indent}{'user':<12} {printable(str(info.get('user', '?')))}")
+    lines.append(f"{indent}{'account':<12} {printable(str(info.get('account', '?')))}")
     permissions = info.get("permissions") or {}
     for label, key in (("publish", "publish"), ("subscribe", "subscribe")):
         section = permissions.get(key) or {}

@@ -252,7 +252,7 @@ def _open(
 def _verify_claims(checkup: Checkup, claims: AuthorizationRequestClaims, arrived: float) -> None:
     """The request's claims checks, all of them, at the time it arrived."""
     request = claims.nats
-    server = request.server_id.name or request.server_id.id
+    server = stages.printable(request.server_id.name or request.server_id.id)
     skew = arrived - claims.iat if claims.iat else 0.0
     problems = [
         f"{problem.reason} (this machine's clock is {skew:+.0f}s off the server's)"
