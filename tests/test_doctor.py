@@ -190,7 +190,7 @@ async def test_correct_deployment_is_all_ok(
         "request.verify",
         "request.issuer",
         "bypass",
-        "protected-accounts",
+        "protected",
     }
     assert report.mode == "config"
     assert "2." in report.server  # the server's version, from $SYS.REQ.USER.INFO
@@ -534,7 +534,7 @@ async def test_accounts_named_otherwise_warn_until_protected(
         report = await run_doctor(setup, server, setup.keys(), probe=False, wait=0.1)
         warned = {
             f.details["role"]: f.details["account"]
-            for f in report.findings_for("protected-accounts")
+            for f in report.findings_for("protected")
             if f.status is Status.WARN
         }
         assert warned == {"system": "SYSTEM", "callout": "CALLOUT"}, report.format()
@@ -546,7 +546,7 @@ async def test_accounts_named_otherwise_warn_until_protected(
         protect = ["--protected-account", "CALLOUT", "--protected-account", "SYSTEM"]
         await run_main(monkeypatch, environ, *argv, *protect)
         findings = json.loads(capsys.readouterr().out)["findings"]
-        assert [f["status"] for f in findings if f["check"] == "protected-accounts"] == ["OK"]
+        assert [f["status"] for f in findings if f["check"] == "protected"] == ["OK"]
 
 
 async def test_unreadable_server_config_fails(tmp_path: Path) -> None:

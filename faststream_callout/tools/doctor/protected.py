@@ -23,12 +23,12 @@ def check_protected(checkup: Checkup) -> None:
     missing = {role: name for role, name in accounts.items() if name not in protected}
     if not missing:
         named = " and ".join(f"the {role} account {name}" for role, name in accounts.items())
-        checkup.report.add("protected-accounts", Status.OK, f"{named}: protected")
+        checkup.report.add("protected", Status.OK, f"{named}: protected")
         return
     wanted = ", ".join(f'"{name}"' for name in sorted({*protected, *missing.values()}))
     for role, name in missing.items():
         checkup.report.add(
-            "protected-accounts",
+            "protected",
             Status.WARN,
             f"the {role} account {name} is not in protected_accounts: a policy bug could "
             f"place clients there ({_WHY[role]})",

@@ -30,7 +30,7 @@ ORDER: Final = (
     "no-auth-user",
     "allowed-accounts",
     "bypass",
-    "protected-accounts",
+    "protected",
 )
 
 
