@@ -38,8 +38,11 @@ from faststream_callout.core.pipeline import CalloutPipeline, Decision, Outcome
 from faststream_callout.testing import settle
 from faststream_callout.testing.local_server import LocalNatsServer, free_port
 from faststream_callout.tools.cli import main
-from faststream_callout.tools.doctor import Report, Status, diagnose
+from faststream_callout.tools.doctor import Finding, Report, Status, diagnose
+from faststream_callout.tools.doctor.checkup import Checkup
 from faststream_callout.tools.doctor.permissions import may_publish, may_subscribe
+from faststream_callout.tools.doctor.protected import check_protected
+from faststream_callout.tools.doctor.server_config import ServerConfig
 from faststream_callout.tools.natsconf import (
     NatsConfigError,
     load,
@@ -549,6 +552,27 @@ async def test_accounts_named_otherwise_warn_until_protected(
         assert [f["status"] for f in findings if f["check"] == "protected"] == ["OK"]
 
 
+def test_operator_mode_warns_only_when_our_keys_can_sign_for_the_system_account() -> None:
+    callout, system, app = (KeyPair.create_account() for _ in range(3))
+
+    def protected(accounts: dict[str, KeyPair], protect: frozenset[str]) -> list[Finding]:
+        keys = Keyring(SigningKeys.operator(callout, accounts=accounts))
+        config = ServerConfig(path="nats.conf", operator=True, system_account=system.public_key)
+        checkup = Checkup(
+            Report("offline"), url="", credentials={}, keys=keys, protected_accounts=protect
+        )
+        checkup.config = config
+        check_protected(checkup)
+        return checkup.report.findings_for("protected")
+
+    assert protected({app.public_key: app}, frozenset()) == []  # it cannot place anyone there
+    [warning] = protected({system.public_key: system}, frozenset())
+    assert warning.status is Status.WARN
+    assert warning.details == {"role": "system", "account": system.public_key}
+    [ok] = protected({system.public_key: system}, frozenset({system.public_key}))
+    assert ok.status is Status.OK
+
+
 async def test_unreadable_server_config_fails(tmp_path: Path) -> None:
     setup = Setup()
     broken = tmp_path / "nats.conf"
@@ -843,9 +867,7 @@ def test_permission_rules_match_nats_server() -> None:
     assert may_subscribe({}, AUTH, "q") == (True, "")
     wildcard = {"subscribe": {"allow": ["$SYS.REQ.USER.*"]}}
     assert may_subscribe(wildcard, AUTH, "q")[0]
-    assert not may_subscribe({"subscribe": {"allow": ["$SYS.REQ.>"], "deny": [AUTH]}}, AUTH, "q")[
-        0
-    ]
+    assert not may_subscribe({"subscribe": {"allow": ["$SYS.REQ.>"], "deny": [AUTH]}}, AUTH, "q")[0]
     queued = {"subscribe": {"allow": [f"{AUTH} q"]}}
     assert may_subscribe(queued, AUTH, "q")[0]
     assert not may_subscribe(queued, AUTH, "")[0]  # plain subscriptions: not covered

@@ -8,10 +8,18 @@ account (every request, passwords included without an xkey).
 
 from __future__ import annotations
 
+from typing import Final
+
+from faststream_callout.protocol.nkeys import KeyKind, is_public_key
 from faststream_callout.tools.doctor.checkup import Checkup
 from faststream_callout.tools.doctor.report import Status
 
 __all__ = ["check_protected"]
+
+_WHY: Final = {
+    "system": "they could watch and steer the server",
+    "callout": "they could read every authorization request",
+}
 
 
 def check_protected(checkup: Checkup) -> None:
@@ -39,12 +47,6 @@ def check_protected(checkup: Checkup) -> None:
         )
 
 
-_WHY = {
-    "system": "they could watch and steer the server",
-    "callout": "they could read every authorization request",
-}
-
-
 def _accounts(checkup: Checkup) -> dict[str, str]:
     """Role -> the name (config mode) or key (operator mode) the server gives the account."""
     config = checkup.config
@@ -55,7 +57,11 @@ def _accounts(checkup: Checkup) -> dict[str, str]:
         callout = checkup.service_account or (config.account if config and config.callout else "")
         if callout:
             accounts["callout"] = callout
-    elif config is not None and config.system_account.startswith("A") and checkup.keys:
+    elif (
+        config is not None
+        and checkup.keys is not None
+        and is_public_key(config.system_account, KeyKind.ACCOUNT)
+    ):
         # Operator mode: strict settings protect the callout account; the system account
         # is only reachable with a key that signs for it.
         system = config.system_account
