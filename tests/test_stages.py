@@ -367,7 +367,7 @@ def test_strict_closes_the_direction_a_grant_leaves_out() -> None:
         written(Grant(account="APP", sub=chat, account_defaults=True))
 
 
-@pytest.mark.parametrize(("server_timeout", "allowed"), [(4, True), (5, False), (3600, False)])
+@pytest.mark.parametrize(("server_timeout", "allowed"), [(3, True), (12, True), (13, False), (3600, False)])
 async def test_a_request_may_live_the_auth_timeout_and_a_leeway(
     server_timeout: float, allowed: bool
 ) -> None:
@@ -376,7 +376,7 @@ async def test_a_request_may_live_the_auth_timeout_and_a_leeway(
     server.auth_timeout = server_timeout  # exp = iat + this, as nats-server writes it
     minted = _mint(server)
     decision = await pipeline_for(keys).decide(minted.body, minted.server_xkey)
-    assert decision.allowed is allowed  # 2 s (the settings' default) + 2 s leeway
+    assert decision.allowed is allowed  # 2 s (the settings' default) + 10 s leeway
     if not allowed:
         # A verified server asked: a signed denial that says why, like other invalid requests.
         assert decision.outcome is Outcome.REJECTED

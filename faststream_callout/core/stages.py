@@ -109,9 +109,10 @@ __all__ = [
 
 logger: Final = logging.getLogger("faststream_callout")
 #: Seconds a request's ``exp`` may lie beyond ``iat`` + ``CalloutSettings.auth_timeout``:
-#: nats-server writes ``exp`` the timeout after ``iat``, in whole seconds, and a server
-#: with TLS waits a second longer by default (3 s) than the setting's default.
-REQUEST_LIFETIME_LEEWAY: Final = 2.0
+#: nats-server writes ``exp`` the timeout after ``iat``, in whole seconds. Generous on
+#: purpose: a server whose ``authorization.timeout`` was raised a little above the
+#: setting must keep working; the check refuses requests minted to live for long.
+REQUEST_LIFETIME_LEEWAY: Final = 10.0
 # What strict mode writes for a direction a grant leaves out.
 _DENY_ALL: Final = Permission(deny=[">"])
 
