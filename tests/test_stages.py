@@ -367,7 +367,9 @@ def test_strict_closes_the_direction_a_grant_leaves_out() -> None:
         written(Grant(account="APP", sub=chat, account_defaults=True))
 
 
-@pytest.mark.parametrize(("server_timeout", "allowed"), [(3, True), (12, True), (13, False), (3600, False)])
+@pytest.mark.parametrize(
+    ("server_timeout", "allowed"), [(3, True), (12, True), (13, False), (3600, False)]
+)
 async def test_a_request_may_live_the_auth_timeout_and_a_leeway(
     server_timeout: float, allowed: bool
 ) -> None:
