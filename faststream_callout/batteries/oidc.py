@@ -353,8 +353,12 @@ class OIDCLookup:
             access tokens); ``None`` accepts any.
         check: a last check on the verified claims, returning a denial reason or ``None``.
         max_token_bytes: larger tokens are refused unparsed.
-        timeout, jwks_ttl, min_refresh_interval, stale_if_error, fetch,
-        ssl_context: for discovery and the :class:`JWKSCache` built here.
+        timeout: for discovery and the :class:`JWKSCache` built here, as are the next five.
+        jwks_ttl: see :class:`JWKSCache`.
+        min_refresh_interval: see :class:`JWKSCache`.
+        stale_if_error: see :class:`JWKSCache`.
+        fetch: see :class:`JWKSCache`.
+        ssl_context: see :class:`JWKSCache`.
 
     """
 

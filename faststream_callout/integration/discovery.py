@@ -85,8 +85,9 @@ class CalloutService:
         description: shown by ``$SRV.INFO``.
         metadata: string pairs shown in every response.
         id: this instance's id; a random 22-character one by default.
-        subject, queue_group: the callout endpoint as reported: ``callout_router``'s
-            ``subject`` and ``queue`` (the defaults are the same).
+        subject: the callout endpoint's subject as reported: ``callout_router``'s
+            ``subject`` (the defaults are the same).
+        queue_group: the endpoint's queue group: ``callout_router``'s ``queue``.
 
     """
 
