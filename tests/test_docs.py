@@ -1,15 +1,18 @@
-"""Every fenced block of the README runs, or is checked, here.
+"""Every fenced block of the documentation runs, or is checked, here.
 
-Blocks are found by parsing the Markdown: a section added later is picked up without
-editing this file. The language (first word after the fence) decides:
+The documentation is README.md, CONTRIBUTING.md and the site's pages (docs/**/*.md).
+Blocks are found by parsing the Markdown: a page or section added later is picked up
+without editing this file. The language (first word after the fence) decides:
 
-- ``python``: run in order in one namespace per document (later blocks may use earlier
-  names), each block a test. A test file (```` ```python test_policy.py ````, a name
-  starting with ``test_``) is run as a script instead (``python test_policy.py``), must
-  exit 0, and shares no names. ``asyncio.run(main())`` and top-level ``await`` both work;
-  ``test_*`` functions a block defines are called. Offline: connections and lookups
-  other than the loopback fail. Generate keys at run time; get a server from
-  ``faststream_callout.testing.local_server``.
+- ``python``: each block a test, run on its own: a block a reader copies must run as
+  it stands. A block whose first line is a comment saying ``# Continues the block
+  above`` (and what it takes from it) runs in the namespace the python block above it
+  on the same page left; chains may be longer. A test file (```` ```python
+  test_policy.py ````, a name starting with ``test_``) is run as a script instead
+  (``python test_policy.py``) and must exit 0. ``asyncio.run(main())`` and top-level
+  ``await`` both work; ``test_*`` functions a block defines are called. Offline:
+  connections and lookups other than the loopback fail. Generate keys at run time;
+  get a server from ``faststream_callout.testing.local_server``.
 - ``console``: every ``$ command`` runs (``bash -c``; ``uv run X`` runs ``X`` from this
   venv; a trailing ``\\`` continues the line; stdin is one line, ``readme-secret``). It
   must exit 0, or N with a trailing ``# exit status N``. The lines below it are its
@@ -18,7 +21,8 @@ editing this file. The language (first word after the fence) decides:
   then gets SIGINT (its whole process group, as from a terminal) and must exit 0.
   ``nats://127.0.0.1:4222`` is replaced by a local server running
   examples/table_service.py. Checked, not run: ``pip install`` / ``uv add`` (package and
-  extras must be in pyproject.toml), ``pytest`` / ``mypy`` (must be what .ci/run runs).
+  extras must be in pyproject.toml); ``pytest``, ``mypy``, ``ruff`` and ``mkdocs build``
+  (must be what .ci/run runs); ``mkdocs serve`` (the site's build is a test below).
 - ``toml`` / ``json``: parsed; library inputs load through the library (StaticTable,
   NKeyLookup, RoleBasedPermissions files, an account JWT's ``authorization`` section,
   an auth-error event matched by ServerFeedback).
@@ -26,10 +30,10 @@ editing this file. The language (first word after the fence) decides:
 - ``text``: diagrams and sample output, not run. A block without a known language fails.
 
 A second word after the language (```` ```toml users.toml ````) names a file the block
-is written to before any block runs; python blocks can import it (``from policy import
-Policy``). Placeholder keys (``A...``, ``ABJH...``,
+is written to before any block of its page runs; python blocks import it (``from
+policy import Policy``), as in a project. Placeholder keys (``A...``, ``ABJH...``,
 ``U...SERVICE``, ``X...``) in commands, toml, json and conf become generated public keys
-of that kind. Everything runs in a scratch directory per document that mirrors the
+of that kind. Everything runs in a scratch directory per page that mirrors the
 repository with symlinks: write new files only.
 """
 
@@ -70,6 +74,9 @@ from faststream_callout.testing.local_server import check_config
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+SITE = ROOT / "docs"
+README_MAX_LINES = 250
+CONTINUES = re.compile(r"#\s*continues the block above\b", re.IGNORECASE)
 LANGUAGES = {"python", "console", "toml", "json", "conf", "text"}
 READY = re.compile(r"Ctrl-C to stop")
 SERVICE_URL = "nats://127.0.0.1:4222"
@@ -162,7 +169,7 @@ def parse_blocks(doc: Path) -> list[Block]:
     return blocks
 
 
-DOCS = [README]
+DOCS = [README, ROOT / "CONTRIBUTING.md", *sorted(SITE.rglob("*.md"))]
 BLOCKS = [block for doc in DOCS for block in parse_blocks(doc)]
 RUN = [block for block in BLOCKS if block.lang != "text"]
 
@@ -172,11 +179,25 @@ def test_every_block_has_a_known_language() -> None:
     assert not unknown, f"label these blocks with one of {sorted(LANGUAGES)}: {unknown}"
 
 
-def test_the_readme_has_runnable_blocks() -> None:
+def test_the_docs_have_runnable_blocks() -> None:
     # A parser that silently found nothing would pass every other test.
-    langs = [b.lang for b in BLOCKS if b.doc == README]
-    assert langs.count("python") >= 10, langs
-    assert langs.count("console") >= 5, langs
+    langs = [b.lang for b in BLOCKS if b.doc.is_relative_to(SITE)]
+    assert langs.count("python") >= 20, langs
+    assert langs.count("console") >= 10, langs
+    assert {b.lang for b in BLOCKS if b.doc == README} >= {"python", "console"}
+
+
+def test_the_readme_fits_on_a_few_screens() -> None:
+    lines = len(README.read_text().splitlines())
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail into docs/"
+
+
+def test_continued_blocks_follow_a_python_block() -> None:
+    wrong = []
+    for doc in DOCS:
+        python = [b for b in parse_blocks(doc) if b.lang == "python" and not is_test_file(b)]
+        wrong += [b.where for b in python[:1] if continues(b)]
+    assert not wrong, f"these blocks continue nothing (no python block above): {wrong}"
 
 
 def prose(doc: Path) -> str:
@@ -191,33 +212,68 @@ def prose(doc: Path) -> str:
     return "\n".join(kept)
 
 
-def anchors(doc: Path) -> set[str]:
-    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
-    seen: dict[str, int] = {}
-    found = set()
+def heading_texts(doc: Path) -> list[str]:
+    """Headings as rendered: markup and links reduced to their text."""
+    found = []
     for line in prose(doc).splitlines():
-        if line.startswith("#"):
-            anchor = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
-            count = seen.get(anchor, 0)
-            seen[anchor] = count + 1
-            found.add(anchor if count == 0 else f"{anchor}-{count}")
+        if re.match(r"#{1,6} ", line):
+            text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", line.lstrip("#").strip())
+            found.append(re.sub(r"[`*]", "", text))
     return found
 
 
+def anchors(doc: Path) -> set[str]:
+    """The heading anchors GitHub and the site (Python-Markdown's toc) both make.
+
+    A link's anchor must work on GitHub, where README.md and docs/*.md are read too, and on
+    the site: GitHub drops punctuation and turns each space into a hyphen, toc also
+    folds runs of spaces and hyphens into one and numbers duplicates differently.
+    """
+    github: set[str] = set()
+    site: set[str] = set()
+    seen: dict[str, int] = {}
+    for text in heading_texts(doc):
+        anchor = re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+        count = seen.get(anchor, 0)
+        seen[anchor] = count + 1
+        github.add(anchor if count == 0 else f"{anchor}-{count}")
+        site.add(re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower()))
+    return github & site
+
+
 def test_links_resolve() -> None:
-    # Fragments are appended to the README: their links may point at its headings.
-    known = set().union(*(anchors(doc) for doc in DOCS))
     broken = []
     for doc in DOCS:
         for target in re.findall(r"\]\(([^)\s]+)\)", prose(doc)):
             if target.startswith(("http://", "https://", "mailto:")):
                 continue
             path, _, anchor = target.partition("#")
-            if path and not (ROOT / path).exists():
-                broken.append(f"{doc.name}: {target}")
-            elif not path and anchor not in known:
-                broken.append(f"{doc.name}: {target} (no such heading)")
+            linked = (doc.parent / path).resolve() if path else doc
+            where = f"{doc.relative_to(ROOT)}: {target}"
+            if not linked.exists():
+                broken.append(where)
+            elif doc.is_relative_to(SITE) and not linked.is_relative_to(SITE):
+                broken.append(f"{where} (the site has only docs/: name the file in code)")
+            elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+                broken.append(f"{where} (no such heading, on GitHub and on the site)")
     assert not broken, broken
+
+
+def test_the_site_builds_strictly_offline(tmp_path: Path) -> None:
+    # A dead proxy: a plugin or theme that fetched anything (fonts, inventories) fails.
+    dead = "http://127.0.0.1:9"
+    env = {**environment(), "HTTP_PROXY": dead, "HTTPS_PROXY": dead, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run(
+        ["mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "site" / "reference" / "core" / "index.html").exists()
 
 
 # -- one scratch directory and namespace per document -------------------------------------
@@ -238,7 +294,7 @@ def substitute_keys(text: str, keys: dict[str, str] | None = None) -> str:
 class Session:
     doc: Path
     scratch: Path
-    namespace: dict[str, Any] = field(default_factory=dict)
+    namespaces: dict[int, dict[str, Any]] = field(default_factory=dict)  # first line of a chain
     done: dict[int, str | None] = field(default_factory=dict)  # python block line -> failure
     service: Service | None = None
 
@@ -254,7 +310,12 @@ class Session:
                     target.unlink()
                 code = block.code if block.lang == "python" else substitute_keys(block.code)
                 target.write_text(code)
-        return cls(doc, scratch, {"__name__": f"readme_{slug(doc.stem)}"})
+        return cls(doc, scratch)
+
+    def namespace(self, chain: list[Block]) -> dict[str, Any]:
+        """The namespace a chain of continued blocks shares, fresh for its first block."""
+        name = f"docs_{slug(self.doc.stem)}_{chain[0].line}"
+        return self.namespaces.setdefault(chain[0].line, {"__name__": name})
 
 
 class Service:
@@ -395,15 +456,12 @@ def run_python(block: Block, session: Session, monkeypatch: pytest.MonkeyPatch) 
     offline(monkeypatch)
     monkeypatch.chdir(session.scratch)
     monkeypatch.syspath_prepend(str(session.scratch))  # named files import, as in a project
-    earlier = [
-        b
-        for b in parse_blocks(block.doc)
-        if b.lang == "python" and not is_test_file(b) and b.line < block.line
-    ]
-    for previous in [*earlier, block]:  # in order, whatever order the tests run in
+    chain = chain_of(block)
+    namespace = session.namespace(chain)
+    for previous in chain:  # in order, whatever order the tests run in
         if previous.line not in session.done:
             try:
-                execute(previous, session.namespace)
+                execute(previous, namespace)
             except Exception as exc:
                 session.done[previous.line] = f"{type(exc).__name__}: {exc}"
                 if previous is block:
@@ -414,7 +472,25 @@ def run_python(block: Block, session: Session, monkeypatch: pytest.MonkeyPatch) 
         if failure is not None:
             if previous is block:  # it ran (and failed) as an earlier block of another test
                 pytest.fail(f"{block.where}: {failure}")
-            pytest.skip(f"an earlier block failed ({previous.where}): {failure}")
+            pytest.skip(f"the block it continues failed ({previous.where}): {failure}")
+
+
+def continues(block: Block) -> bool:
+    first = block.code.lstrip().splitlines()[0] if block.code.strip() else ""
+    return bool(CONTINUES.match(first))
+
+
+def chain_of(block: Block) -> list[Block]:
+    """``block`` and the python blocks above it that it continues, first one first."""
+    above = [
+        b
+        for b in parse_blocks(block.doc)
+        if b.lang == "python" and not is_test_file(b) and b.line < block.line
+    ]
+    chain = [block]
+    while continues(chain[0]) and above:
+        chain.insert(0, above.pop())
+    return chain
 
 
 # -- console --------------------------------------------------------------------------------
@@ -557,7 +633,8 @@ def assert_output(expected: list[str], output: str, command: str) -> None:
 
 def ci_commands() -> set[str]:
     text = (ROOT / ".ci" / "run").read_text()
-    return {normal(m) for m in re.findall(r'^"\$\{UV\[@\]\}" run (.+)$', text, re.MULTILINE)}
+    runs = re.findall(r'^(?:\w+=\S+ )*"\$\{UV\[@\]\}" run (.+)$', text, re.MULTILINE)
+    return {normal(run) for run in runs}
 
 
 def normal(command: str) -> str:
@@ -586,9 +663,12 @@ def run_console(block: Block, session: Session, monkeypatch: pytest.MonkeyPatch)
         if simple.startswith(("pip install ", "uv add ")):
             check_install(simple)
             continue
-        if simple.split()[0] in {"pytest", "mypy"}:
+        if simple.split()[0] in {"pytest", "mypy", "ruff"} or simple.startswith("mkdocs build"):
             # Running the suite from inside itself would recurse; CI runs these.
             assert simple in ci_commands(), f"`{line}` is not a command .ci/run runs"
+            continue
+        if simple.startswith("mkdocs serve"):  # serves until stopped; the site's build is a test
+            assert (ROOT / "mkdocs.yml").exists()
             continue
         if SERVICE_URL in line:
             if session.service is None:
@@ -708,3 +788,21 @@ def test_harness_matches_output_loosely() -> None:
     )
     with pytest.raises(AssertionError, match="in this order"):
         assert_output(["second", "first"], "first\nsecond\n", "cmd")
+
+
+def test_harness_chains_continued_blocks(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "# A\n\n```python\nx = 1\n```\n\n```python\n# Continues the block above (x).\ny = x\n```\n"
+        "\n```python\nz = 3\n```\n\n```python\n# continues the block above: z\nw = z\n```\n"
+    )
+    first, second, third, fourth = parse_blocks(doc)
+    assert [b.line for b in chain_of(second)] == [first.line, second.line]
+    assert [b.line for b in chain_of(third)] == [third.line]
+    assert [b.line for b in chain_of(fourth)] == [third.line, fourth.line]
+
+
+def test_harness_accepts_anchors_that_work_on_github_and_the_site(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Doc\n\n## `dev MODULE:APP`: a local server\n\n## one - two\n")
+    assert anchors(doc) == {"doc", "dev-moduleapp-a-local-server"}
