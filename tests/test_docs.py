@@ -30,11 +30,11 @@ without editing this file. The language (first word after the fence) decides:
 - ``text``: diagrams and sample output, not run. A block without a known language fails.
 
 A second word after the language (```` ```toml users.toml ````) names a file the block
-is written to before any block of its page runs; python blocks import it (``from
-policy import Policy``), as in a project. Placeholder keys (``A...``, ``ABJH...``,
-``U...SERVICE``, ``X...``) in commands, toml, json and conf become generated public keys
-of that kind. Everything runs in a scratch directory per page that mirrors the
-repository with symlinks: write new files only.
+is written to before any block runs, on every page (so a name has one text in all of
+them); python blocks import it (``from policy import Policy``), as in a project.
+Placeholder keys (``A...``, ``ABJH...``, ``U...SERVICE``, ``X...``) in commands, toml,
+json and conf become generated public keys of that kind. Everything runs in a scratch
+directory per page that mirrors the repository with symlinks: write new files only.
 """
 
 from __future__ import annotations
@@ -172,6 +172,9 @@ def parse_blocks(doc: Path) -> list[Block]:
 DOCS = [README, ROOT / "CONTRIBUTING.md", *sorted(SITE.rglob("*.md"))]
 BLOCKS = [block for doc in DOCS for block in parse_blocks(doc)]
 RUN = [block for block in BLOCKS if block.lang != "text"]
+# Named files, by name: a page may use a file another page shows (`from policy import
+# Policy`), so every page's scratch directory has them all.
+NAMED = {block.filename: block for block in BLOCKS if block.filename}
 
 
 def test_every_block_has_a_known_language() -> None:
@@ -192,12 +195,33 @@ def test_the_readme_fits_on_a_few_screens() -> None:
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail into docs/"
 
 
+def test_a_named_file_has_one_text() -> None:
+    # Pages share named files: two different texts under one name would make a page
+    # run with a file its reader never saw.
+    different = [
+        f"{b.where} and {NAMED[b.filename].where}"
+        for b in BLOCKS
+        if b.filename and b.code != NAMED[b.filename].code
+    ]
+    assert not different, f"one name, two texts: {different}"
+
+
 def test_continued_blocks_follow_a_python_block() -> None:
     wrong = []
     for doc in DOCS:
         python = [b for b in parse_blocks(doc) if b.lang == "python" and not is_test_file(b)]
         wrong += [b.where for b in python[:1] if continues(b)]
     assert not wrong, f"these blocks continue nothing (no python block above): {wrong}"
+
+
+def test_the_cli_page_covers_every_command() -> None:
+    from faststream_callout.tools.cli.main import COMMANDS
+
+    page = SITE / "cli.md"
+    headings = [h.split("`")[1].split()[0] for h in heading_texts_raw(page) if h.startswith("`")]
+    assert headings == list(COMMANDS), headings
+    numbers = ["no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    assert f"has {numbers[len(COMMANDS)]} commands" in " ".join(prose(page).split())
 
 
 def prose(doc: Path) -> str:
@@ -212,13 +236,16 @@ def prose(doc: Path) -> str:
     return "\n".join(kept)
 
 
+def heading_texts_raw(doc: Path) -> list[str]:
+    return [line.lstrip("#").strip() for line in prose(doc).splitlines() if re.match(r"#+ ", line)]
+
+
 def heading_texts(doc: Path) -> list[str]:
     """Headings as rendered: markup and links reduced to their text."""
     found = []
-    for line in prose(doc).splitlines():
-        if re.match(r"#{1,6} ", line):
-            text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", line.lstrip("#").strip())
-            found.append(re.sub(r"[`*]", "", text))
+    for raw in heading_texts_raw(doc):
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", raw)
+        found.append(re.sub(r"[`*]", "", text))
     return found
 
 
@@ -303,8 +330,8 @@ class Session:
         for entry in ROOT.iterdir():
             if entry.name not in NOT_COPIED:
                 (scratch / entry.name).symlink_to(entry)
-        for block in parse_blocks(doc):
-            if block.filename:  # named files exist before any block runs
+        for block in NAMED.values():  # named files exist before any block runs
+            if block.filename:
                 target = scratch / block.filename
                 if target.is_symlink():
                     target.unlink()
@@ -527,6 +554,7 @@ def environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLOUT_", "NATS_URL"))}
     env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
     env["PYTHONUNBUFFERED"] = "1"  # so a ready line is seen when it is printed
+    env["COLUMNS"] = "80"  # help texts wrap as shown
     env.pop("PYTEST_CURRENT_TEST", None)
     return env
 
