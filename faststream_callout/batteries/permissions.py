@@ -113,6 +113,39 @@ def safe_token(value: str, *, escape: bool = False) -> str | None:
     return "".join(out)
 
 
+def _template_parts(text: object, where: str) -> list[tuple[str, str | None]]:
+    """``text`` as (literal, placeholder name or None) pairs; refuses bad placeholders."""
+    if not isinstance(text, str):
+        raise ConfigurationError(f"{where}: subjects must be strings")
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ConfigurationError(f"{where}: bad template {text!r} ({exc})") from None
+    parts: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parsed:
+        if name is not None and (spec or conversion or not _FIELD.fullmatch(name)):
+            raise ConfigurationError(
+                f"{where}: bad placeholder in {text!r}: use {{user}} or {{attribute_name}}"
+            )
+        parts.append((literal, name))
+    return parts
+
+
+def _sample(parts: Iterable[tuple[str, str | None]]) -> str:
+    # A placeholder stands for exactly one safe token: check the shape with one.
+    return "".join(literal + ("x" if name else "") for literal, name in parts)
+
+
+def template_sample(text: str, where: str) -> str:
+    """``text`` with each ``{placeholder}`` replaced by one safe token, to check its shape.
+
+    Raises:
+        ConfigurationError: a malformed template or placeholder (``{0}``, ``{a.b}``).
+
+    """
+    return _sample(_template_parts(text, where))
+
+
 class _Template:
     """A subject (or ``"subject queue"``) with ``{placeholder}`` fields, parsed once."""
 
@@ -121,19 +154,7 @@ class _Template:
     def __init__(
         self, text: str, *, queue_allowed: bool, where: str, leading_placeholder: bool
     ) -> None:
-        if not isinstance(text, str):
-            raise ConfigurationError(f"{where}: subjects must be strings")
-        try:
-            parsed = list(string.Formatter().parse(text))
-        except ValueError as exc:
-            raise ConfigurationError(f"{where}: bad template {text!r} ({exc})") from None
-        parts: list[tuple[str, str | None]] = []
-        for literal, name, spec, conversion in parsed:
-            if name is not None and (spec or conversion or not _FIELD.fullmatch(name)):
-                raise ConfigurationError(
-                    f"{where}: bad placeholder in {text!r}: use {{user}} or {{attribute_name}}"
-                )
-            parts.append((literal, name))
+        parts = _template_parts(text, where)
         self.text = text
         self.parts = tuple(parts)
         self.fields = tuple(name for _, name in parts if name is not None)
@@ -146,9 +167,7 @@ class _Template:
         # Written by the operator: a template that itself starts with a reserved
         # prefix (_INBOX_{user}.>) is meant to.
         self.reserved_head = parts[0][0].startswith(RESERVED_PREFIXES) if parts else False
-        # A placeholder stands for exactly one safe token: check the shape with one.
-        sample = "".join(literal + ("x" if name else "") for literal, name in parts)
-        issue = subject_issue(sample, queue_allowed=queue_allowed, strict=True)
+        issue = subject_issue(_sample(parts), queue_allowed=queue_allowed, strict=True)
         if issue is not None:
             raise ConfigurationError(f"{where}: {text!r}: {issue}")
 
