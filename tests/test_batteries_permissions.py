@@ -137,7 +137,7 @@ def test_a_template_starting_with_a_placeholder_needs_the_flag(subject):
 def test_the_leading_placeholder_flag_in_files(tmp_path):
     path = tmp_path / "roles.toml"
     path.write_text('account = "APP"\n[roles.r]\nsub = ["{user}.>"]\n')
-    with pytest.raises(ConfigurationError, match="roles.r.*allow_leading_placeholder"):
+    with pytest.raises(ConfigurationError, match=r"roles\.r.*allow_leading_placeholder"):
         RoleBasedPermissions.from_file(path)
     path.write_text(
         'account = "APP"\n[roles.r]\nsub = ["{user}.>"]\nallow_leading_placeholder = true\n'

@@ -283,12 +283,14 @@ def inbox_prefix(inbox_id: str, *, escape: bool = False) -> str:
 
 
 def _inbox_id(inbox_id: str, *, escape: bool) -> str:
-    if escape and "{" not in inbox_id:
-        escaped = safe_token(inbox_id, escape=True)
-        if escaped is None:
-            raise ConfigurationError("an inbox id cannot be empty")
-        return escaped
-    return _token(inbox_id, "inbox id")
+    if not escape:
+        return _token(inbox_id, "inbox id")
+    escaped = safe_token(inbox_id, escape=True)
+    if escaped is None:
+        raise ConfigurationError("an inbox id cannot be empty")
+    # A value, never a template: braces are encoded too ('%' already is, so
+    # the mapping stays injective).
+    return escaped.replace("{", "%7B").replace("}", "%7D")
 
 
 def private_inbox(inbox_id: str, *, respond: bool = False, escape: bool = False) -> Preset:
@@ -312,7 +314,8 @@ def private_inbox(inbox_id: str, *, respond: bool = False, escape: bool = False)
             identities' private inboxes, which it may not publish to otherwise.
         escape: percent-encode an unsafe id instead of refusing it
             (injective: distinct ids stay distinct); for ids from the client
-            side, such as a user name, in your own PermissionBuilder.
+            side, such as a user name, in your own PermissionBuilder. The id is
+            then a value, never a template.
 
     """
     prefix = inbox_prefix(inbox_id, escape=escape)
@@ -492,8 +495,8 @@ def kv_read(
     buckets without direct gets: ``<api>.DIRECT.GET.KV_<bucket>`` and
     ``<api>.STREAM.MSG.GET.KV_<bucket>``. With a key prefix those stay closed
     (they name the key in the request body, where permissions cannot look),
-    so the bucket needs direct gets (nats-py's default) and ``get(key,
-    revision=...)`` is refused.
+    so the bucket needs direct gets (nats-py: ``KeyValueConfig(direct=True)``;
+    its default is without) and ``get(key, revision=...)`` is refused.
 
     Args:
         bucket: the bucket's name.
