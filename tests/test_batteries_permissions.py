@@ -72,9 +72,78 @@ def test_unsafe_names_deny_the_login(name):
 
 
 def test_a_dollar_prefixed_value_cannot_reach_system_subjects():
-    rules = RoleBasedPermissions({"r": PermissionSet(pub=["{user}.>"])}, account="APP")
+    rules = RoleBasedPermissions(
+        {"r": PermissionSet(pub=["{user}.>"], allow_leading_placeholder=True)}, account="APP"
+    )
     with pytest.raises(Denied):
         rules.build(Identity("$SYS", frozenset({"r"})), make_request())
+
+
+@pytest.mark.parametrize(
+    ("template", "name"),
+    [
+        ("{user}.>", "_INBOX_bob"),  # bob's private inbox (the README's _INBOX_{user}.>)
+        ("{user}.>", "_INBOX"),  # everyone's replies
+        ("{user}.>", "_R_"),  # service-import replies
+        ("{user}_x.>", "_INBOX"),  # a suffix does not help
+        ("_{user}.>", "INBOX_bob"),  # the literal head and the value together
+        ("_{user}.>", "R_"),
+        ("{tenant}.{user}", "_R_x"),
+    ],
+)
+def test_values_cannot_start_a_subject_with_a_reserved_prefix(template, name):
+    for unsafe_values in ("deny", "escape"):
+        rules = RoleBasedPermissions(
+            {
+                "r": PermissionSet(
+                    pub=["ok"], sub=[template], allow_leading_placeholder=template[0] == "{"
+                )
+            },
+            account="APP",
+            unsafe_values=unsafe_values,  # type: ignore[arg-type]
+        )
+        bob = Identity(name, frozenset({"r"}), {"tenant": name})
+        with pytest.raises(Denied, match="reserved prefix") as caught:
+            rules.build(bob, make_request())
+        # The value is never echoed: the reason names the placeholders only.
+        said, _, prefixes = caught.value.reason.partition(" with a reserved prefix ")
+        assert name not in said
+        assert prefixes == "(_INBOX, _R_, $)"
+
+
+def test_reserved_prefixes_in_values_are_fine_where_they_cannot_start_a_subject():
+    rules = RoleBasedPermissions(
+        {"r": PermissionSet(pub=["chat.{user}.>"], sub=["_INBOX_{user}.>", "$KV.{user}.>"])},
+        account="APP",
+    )
+    grant = rules.build(Identity("_INBOX_bob", frozenset({"r"})), make_request())
+    assert grant.pub.allow == ["chat._INBOX_bob.>"]
+    assert grant.sub.allow == ["_INBOX__INBOX_bob.>", "$KV._INBOX_bob.>"]
+
+
+@pytest.mark.parametrize("subject", ["{user}.>", "{user}", "{tenant}_events.>", "{user} q"])
+def test_a_template_starting_with_a_placeholder_needs_the_flag(subject):
+    with pytest.raises(ConfigurationError, match="allow_leading_placeholder"):
+        PermissionSet(sub=[subject])
+    with pytest.raises(ConfigurationError, match="allow_leading_placeholder"):
+        PermissionSet(deny_pub=["x", subject.split(" ")[0]])
+    role = PermissionSet(sub=[subject], allow_leading_placeholder=True)
+    assert role.allow_leading_placeholder
+    rules = RoleBasedPermissions({"r": role}, account="APP")
+    identity = Identity("alice", frozenset({"r"}), {"tenant": "acme"})
+    assert rules.build(identity, make_request()).sub.allow
+
+
+def test_the_leading_placeholder_flag_in_files(tmp_path):
+    path = tmp_path / "roles.toml"
+    path.write_text('account = "APP"\n[roles.r]\nsub = ["{user}.>"]\n')
+    with pytest.raises(ConfigurationError, match=r"roles\.r.*allow_leading_placeholder"):
+        RoleBasedPermissions.from_file(path)
+    path.write_text(
+        'account = "APP"\n[roles.r]\nsub = ["{user}.>"]\nallow_leading_placeholder = true\n'
+    )
+    grant = RoleBasedPermissions.from_file(path).build(alice("r"), make_request())
+    assert grant.sub.allow == ["alice.>"]
 
 
 @pytest.mark.parametrize("name", ["a.>", "a.b", "*", ">", "a b", "%2E", "$SYS", "é.ü"])

@@ -18,6 +18,8 @@ battery                             what it does                            extr
 :class:`FirstMatch`                 try lookups in order                    --
 :class:`ByCredential`               choose a lookup by credential kind      --
 :class:`RoleBasedPermissions`       roles -> permission sets, templates     --
+:class:`Preset` and its functions   exact subjects for inboxes, JetStream,  --
+                                    KV, Object Store, services
 ==================================  ======================================  =========
 
 Batteries with an extra are imported on first use: ``import faststream_callout``
@@ -41,10 +43,27 @@ from faststream_callout.batteries.compose import (
 )
 from faststream_callout.batteries.nkey import NKeyLookup
 from faststream_callout.batteries.permissions import (
+    RESERVED_PREFIXES,
     PermissionSet,
     RoleBasedPermissions,
     connection_types_of,
     safe_token,
+)
+from faststream_callout.batteries.presets import (
+    Preset,
+    inbox_prefix,
+    jetstream_admin,
+    jetstream_consumer,
+    jetstream_publisher,
+    kv_read,
+    kv_read_write,
+    kv_watch,
+    kv_write,
+    object_get,
+    object_put,
+    private_inbox,
+    service_call,
+    service_serve,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +81,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CREDENTIAL_KINDS",
     "EXPIRES_AT",
+    "RESERVED_PREFIXES",
     "ByCredential",
     "ClientCertificate",
     "ClientCertificateLookup",
@@ -72,6 +92,7 @@ __all__ = [
     "NotApplicable",
     "OIDCLookup",
     "PermissionSet",
+    "Preset",
     "RoleBasedPermissions",
     "StaticTable",
     "TableToken",
@@ -79,9 +100,22 @@ __all__ = [
     "connection_types_of",
     "hash_password",
     "hash_token",
+    "inbox_prefix",
+    "jetstream_admin",
+    "jetstream_consumer",
+    "jetstream_publisher",
+    "kv_read",
+    "kv_read_write",
+    "kv_watch",
+    "kv_write",
     "new_token",
+    "object_get",
+    "object_put",
     "presented_credentials",
+    "private_inbox",
     "safe_token",
+    "service_call",
+    "service_serve",
 ]
 
 _LAZY = {

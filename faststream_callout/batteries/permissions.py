@@ -15,6 +15,14 @@ no ``.``, ``*``, ``>``, whitespace or control characters, and not starting with
 ``$`` (``{user}.>`` must not become ``$SYS.>``). An unsafe value denies the
 login, or, with ``unsafe_values="escape"``, is percent-encoded (an injective
 mapping: distinct values never collide).
+
+Nor may a value start a subject with a reserved prefix (:data:`RESERVED_PREFIXES`:
+``_INBOX``, ``_R_``, ``$``): a user named ``_INBOX_bob`` must not turn
+``{user}.>`` into bob's private inbox ``_INBOX_bob.>``. Such a value always
+denies the login, escaping or not. And a template that *starts* with a
+placeholder lets the identity choose the subject's root (a user named
+``orders`` would get ``orders.>``), so it is refused when the set is built,
+unless the set says ``allow_leading_placeholder=True``.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from faststream_callout.protocol.validation import CONNECTION_TYPES, subject_iss
 
 __all__ = [
     "MAX_EXPANDED_SUBJECTS",
+    "RESERVED_PREFIXES",
     "PermissionSet",
     "RoleBasedPermissions",
     "connection_types_of",
@@ -63,6 +72,11 @@ _FIELD: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _CLOCK: Final = re.compile(r"([01]?\d|2[0-3]):([0-5]\d):([0-5]\d)")
 _DEFAULT_RESPONSE_TTL_NS: Final = 120_000_000_000  # nats-server's default for resp.ttl 0
 _ALL: Final = ">"
+#: Subject prefixes a template value may never put at the start of a subject:
+#: inboxes (nats-py's default ``_INBOX.`` and the private ``_INBOX_<id>.``), the
+#: reply subjects of service imports (``_R_.``) and the server's own namespaces
+#: (``$SYS``, ``$JS``, ``$KV`` ...).
+RESERVED_PREFIXES: Final = ("_INBOX", "_R_", "$")
 
 UnsafeValues = Literal["deny", "escape"]
 _H = TypeVar("_H", str, TimeRange)
@@ -99,31 +113,61 @@ def safe_token(value: str, *, escape: bool = False) -> str | None:
     return "".join(out)
 
 
+def _template_parts(text: object, where: str) -> list[tuple[str, str | None]]:
+    """``text`` as (literal, placeholder name or None) pairs; refuses bad placeholders."""
+    if not isinstance(text, str):
+        raise ConfigurationError(f"{where}: subjects must be strings")
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ConfigurationError(f"{where}: bad template {text!r} ({exc})") from None
+    parts: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parsed:
+        if name is not None and (spec or conversion or not _FIELD.fullmatch(name)):
+            raise ConfigurationError(
+                f"{where}: bad placeholder in {text!r}: use {{user}} or {{attribute_name}}"
+            )
+        parts.append((literal, name))
+    return parts
+
+
+def _sample(parts: Iterable[tuple[str, str | None]]) -> str:
+    # A placeholder stands for exactly one safe token: check the shape with one.
+    return "".join(literal + ("x" if name else "") for literal, name in parts)
+
+
+def template_sample(text: str, where: str) -> str:
+    """``text`` with each ``{placeholder}`` replaced by one safe token, to check its shape.
+
+    Raises:
+        ConfigurationError: a malformed template or placeholder (``{0}``, ``{a.b}``).
+
+    """
+    return _sample(_template_parts(text, where))
+
+
 class _Template:
     """A subject (or ``"subject queue"``) with ``{placeholder}`` fields, parsed once."""
 
-    __slots__ = ("fields", "parts", "text")
+    __slots__ = ("fields", "parts", "reserved_head", "text")
 
-    def __init__(self, text: str, *, queue_allowed: bool, where: str) -> None:
-        if not isinstance(text, str):
-            raise ConfigurationError(f"{where}: subjects must be strings")
-        try:
-            parsed = list(string.Formatter().parse(text))
-        except ValueError as exc:
-            raise ConfigurationError(f"{where}: bad template {text!r} ({exc})") from None
-        parts: list[tuple[str, str | None]] = []
-        for literal, name, spec, conversion in parsed:
-            if name is not None and (spec or conversion or not _FIELD.fullmatch(name)):
-                raise ConfigurationError(
-                    f"{where}: bad placeholder in {text!r}: use {{user}} or {{attribute_name}}"
-                )
-            parts.append((literal, name))
+    def __init__(
+        self, text: str, *, queue_allowed: bool, where: str, leading_placeholder: bool
+    ) -> None:
+        parts = _template_parts(text, where)
         self.text = text
         self.parts = tuple(parts)
         self.fields = tuple(name for _, name in parts if name is not None)
-        # A placeholder stands for exactly one safe token: check the shape with one.
-        sample = "".join(literal + ("x" if name else "") for literal, name in parts)
-        issue = subject_issue(sample, queue_allowed=queue_allowed, strict=True)
+        if self.fields and not parts[0][0] and not leading_placeholder:
+            raise ConfigurationError(
+                f"{where}: {text!r} starts with a placeholder, so the identity would choose "
+                "the subject's root; put a literal token first ('chat.{user}.>') or set "
+                "allow_leading_placeholder=True on the set"
+            )
+        # Written by the operator: a template that itself starts with a reserved
+        # prefix (_INBOX_{user}.>) is meant to.
+        self.reserved_head = parts[0][0].startswith(RESERVED_PREFIXES) if parts else False
+        issue = subject_issue(_sample(parts), queue_allowed=queue_allowed, strict=True)
         if issue is not None:
             raise ConfigurationError(f"{where}: {text!r}: {issue}")
 
@@ -134,16 +178,30 @@ class _Template:
         out = []
         for combination in itertools.product(*choices):
             chosen = iter(combination)
-            out.append(
-                "".join(literal + (next(chosen) if name else "") for literal, name in self.parts)
+            subject = "".join(
+                literal + (next(chosen) if name else "") for literal, name in self.parts
             )
+            if not self.reserved_head and subject.startswith(RESERVED_PREFIXES):
+                # Never echo the value: it is client-controlled.
+                raise Denied(
+                    f"a value of {', '.join(sorted(set(self.fields)))} would start a subject "
+                    "with a reserved prefix (_INBOX, _R_, $)"
+                )
+            out.append(subject)
         return out
 
 
-def _templates(value: object, *, queue_allowed: bool, where: str) -> tuple[_Template, ...]:
+def _templates(
+    value: object, *, queue_allowed: bool, where: str, leading_placeholder: bool
+) -> tuple[_Template, ...]:
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise ConfigurationError(f"{where} must be a list of subjects, not {type(value).__name__}")
-    return tuple(_Template(text, queue_allowed=queue_allowed, where=where) for text in value)
+    return tuple(
+        _Template(
+            text, queue_allowed=queue_allowed, where=where, leading_placeholder=leading_placeholder
+        )
+        for text in value
+    )
 
 
 # -- connection conditions -------------------------------------------------------
@@ -234,6 +292,11 @@ class PermissionSet:
             nats-server does not apply them to callout users (account limits
             apply); they are informational.
         tags: tags written into the user JWT.
+        allow_leading_placeholder: allow templates that start with a
+            placeholder (``{tenant}.>``). Off by default: the identity would
+            choose the subject's root (a user named ``orders`` gets
+            ``orders.>``). Values that would start a subject with a reserved
+            prefix (``_INBOX``, ``_R_``, ``$``) deny the login either way.
 
     Conditions are checked by the builder at login: nats-server does not
     enforce ``allowed_connection_types`` or ``src`` for callout users.
@@ -255,6 +318,7 @@ class PermissionSet:
     data: int = NO_LIMIT
     payload: int = NO_LIMIT
     tags: Sequence[str] = ()
+    allow_leading_placeholder: bool = False
     _compiled: _Compiled = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -274,10 +338,16 @@ class _Compiled:
 
     @classmethod
     def of(cls, role: PermissionSet) -> _Compiled:
-        pub = _templates(role.pub, queue_allowed=False, where="pub")
-        sub = _templates(role.sub, queue_allowed=True, where="sub")
-        deny_pub = _templates(role.deny_pub, queue_allowed=False, where="deny_pub")
-        deny_sub = _templates(role.deny_sub, queue_allowed=True, where="deny_sub")
+        leading = role.allow_leading_placeholder
+        pub, sub, deny_pub, deny_sub = (
+            _templates(subjects, queue_allowed=queue, where=where, leading_placeholder=leading)
+            for subjects, queue, where in (
+                (role.pub, False, "pub"),
+                (role.sub, True, "sub"),
+                (role.deny_pub, False, "deny_pub"),
+                (role.deny_sub, True, "deny_sub"),
+            )
+        )
         for name, items in (("connection_types", role.connection_types), ("src", role.src)):
             if isinstance(items, str):
                 raise ConfigurationError(f"{name} must be a list, not a string")
@@ -732,6 +802,7 @@ _ROLE_KEYS: Final = (
     "data",
     "payload",
     "tags",
+    "allow_leading_placeholder",
 )
 
 
@@ -755,6 +826,10 @@ def _role_from_mapping(entry: Mapping[str, object], where: str) -> PermissionSet
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigurationError(f"{where}: {key} must be a number")
             kwargs[key] = value if key == "ttl" else int(value)
+    if "allow_leading_placeholder" in entry:
+        if not isinstance(entry["allow_leading_placeholder"], bool):
+            raise ConfigurationError(f"{where}: allow_leading_placeholder must be true or false")
+        kwargs["allow_leading_placeholder"] = entry["allow_leading_placeholder"]
     if "resp" in entry:
         resp = entry["resp"]
         if not isinstance(resp, Mapping) or set(resp) - {"max", "ttl"}:

@@ -34,6 +34,7 @@ from faststream_callout.tools.natsconf.render import (
     SYSTEM_ACCOUNT,
     SYSTEM_USER,
     TARGET_ACCOUNT,
+    WebSocketListener,
     new_password,
     render_config_mode,
     render_operator_mode,
@@ -348,6 +349,7 @@ class CalloutServerConfig:
         port: the client port; free one by default.
         extra: raw configuration lines appended at the top level.
         jetstream: JetStream for the target accounts (start the server with it too).
+        websocket: a websocket listener (:attr:`websocket_url`), e.g. with cookie names.
 
     """
 
@@ -364,6 +366,7 @@ class CalloutServerConfig:
     server_name: str = "callout-dev"
     extra: str = ""
     jetstream: bool = False
+    websocket: WebSocketListener | None = None
 
     def render(self) -> str:
         """Return the configuration file text."""
@@ -381,12 +384,20 @@ class CalloutServerConfig:
             listen=f"{HOST}:{self.port}",
             server_name=self.server_name,
             extra=self.extra,
+            websocket=self.websocket,
         )
 
     @property
     def url(self) -> str:
         """The client URL of the server."""
         return f"nats://{HOST}:{self.port}"
+
+    @property
+    def websocket_url(self) -> str:
+        """The websocket URL (``ws://``) of the server's websocket listener."""
+        if self.websocket is None:
+            raise ConfigurationError("this configuration has no websocket listener")
+        return f"ws://{self.websocket.host}:{self.websocket.port}"
 
 
 @dataclass

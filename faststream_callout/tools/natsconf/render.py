@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from faststream_callout.core import env
@@ -33,6 +34,7 @@ __all__ = [
     "SYSTEM_ACCOUNT",
     "SYSTEM_USER",
     "TARGET_ACCOUNT",
+    "WebSocketListener",
     "new_password",
     "operator_authorization",
     "quote",
@@ -65,6 +67,47 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@dataclass(frozen=True, kw_only=True)
+class WebSocketListener:
+    """A ``websocket`` block: browsers connect here, their cookies carry the credentials.
+
+    nats-server copies a cookie's value into the client's CONNECT options when
+    the client sent none there itself (``jwt_cookie`` -> ``jwt``,
+    ``user_cookie`` -> ``user``, ``pass_cookie`` -> ``pass``, ``token_cookie``
+    -> ``auth_token``), so the callout sees them as connect options. A
+    ``jwt_cookie`` needs operator mode (nats-server refuses it otherwise).
+    Plain text (``no_tls``), for local use: put TLS in front, or configure it.
+
+    Attributes:
+        port: the websocket port.
+        host: the address to listen on.
+        jwt_cookie, user_cookie, pass_cookie, token_cookie: cookie names.
+        allowed_origins: the web origins allowed to connect (``https://app.example``):
+            a browser sends its cookies to the server from any page, so without
+            it any site the user visits can log in as them.
+
+    """
+
+    port: int
+    host: str = "127.0.0.1"
+    jwt_cookie: str = ""
+    user_cookie: str = ""
+    pass_cookie: str = ""
+    token_cookie: str = ""
+    allowed_origins: Sequence[str] = ()
+
+    def render(self) -> str:
+        """The block's configuration text."""
+        lines = ["websocket {", f"  listen: {quote(f'{self.host}:{self.port}')}", "  no_tls: true"]
+        for option in ("jwt_cookie", "user_cookie", "pass_cookie", "token_cookie"):
+            name = getattr(self, option)
+            if name:
+                lines.append(f"  {option}: {quote(name)}")
+        if self.allowed_origins:
+            lines.append(f"  allowed_origins: [ {', '.join(map(quote, self.allowed_origins))} ]")
+        return "\n".join([*lines, "}", ""])
+
+
 def render_config_mode(
     *,
     issuer: str,
@@ -84,6 +127,7 @@ def render_config_mode(
     allowed_accounts: Sequence[str] = (),
     auth_user_account: str | None = None,
     auth_user_permissions: str = "",
+    websocket: WebSocketListener | None = None,
 ) -> str:
     """A config-mode nats-server configuration with auth callout.
 
@@ -115,6 +159,7 @@ def render_config_mode(
             callout account by default (anything else is a misconfiguration).
         auth_user_permissions: a permissions block for the service's user, as
             configuration text (``{ subscribe: { allow: [...] } }``).
+        websocket: a websocket listener; its clients go through the callout too.
 
     """
     if isinstance(accounts, Mapping):
@@ -168,8 +213,10 @@ def render_config_mode(
         lines.append(f"    xkey: {xkey}")
     if allowed_accounts:
         lines.append(f"    allowed_accounts: [ {', '.join(map(quote, allowed_accounts))} ]")
-    lines += ["  }", "}", ""]
-    return "\n".join(lines) + extra
+    lines += ["  }", "}"]
+    if websocket is not None:
+        lines.append(websocket.render().rstrip("\n"))
+    return "\n".join([*lines, ""]) + extra
 
 
 def render_operator_mode(
