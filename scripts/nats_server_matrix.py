@@ -34,17 +34,28 @@ from nats_versions import MATRIX, FetchError, fetch  # noqa: E402
 from faststream_callout.testing.local_server import NATS_SERVER_ENV  # noqa: E402
 
 # Every test file that starts a real nats-server through local_server.find_nats_server().
-# tests/test_storm.py (a load test) and tests/test_version_matrix.py (fetches its own
-# binaries) are left out on purpose.
+# Left out on purpose: tests/test_storm.py (a load test), tests/test_version_matrix.py
+# (fetches its own binaries), and the documentation's tests (tests/test_docs.py,
+# tests/test_troubleshooting.py), which quote the bundled nats-server's output.
 REAL_SERVER_TESTS = (
     "tests/test_real_server.py",
     "tests/test_real_server_config_mode.py",
     "tests/test_real_server_xkey.py",
     "tests/test_real_server_operator_mode.py",
+    "tests/test_real_server_grants.py",
+    "tests/test_real_server_multi_account.py",
+    "tests/test_real_server_signer.py",
     "tests/test_feedback.py",
     "tests/test_discovery.py",
+    "tests/test_dispatch.py",
+    "tests/test_cache.py",
+    "tests/test_sessions.py",
+    "tests/test_local_server.py",
+    "tests/test_app_callout.py",
+    "tests/test_doctor.py",
+    "tests/test_pytest_plugin.py",
     "tests/test_batteries_real_server.py",
-    "tests/test_batteries_tls.py",
+    "tests/test_presets_real_server.py",
     "tests/test_cli.py",
     "tests/test_faults.py",
 )

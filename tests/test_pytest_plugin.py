@@ -450,8 +450,8 @@ broken = callout_deployment(
 
 
 def test_readme_example_passes(run, pytester):
-    """The README's example is a test module; run it with the options of its __main__."""
-    text = (REPO / "README.md").read_text()
+    """The docs' example (docs/testing.md) is a test module; run it with the options of its __main__."""
+    text = (REPO / "docs" / "testing.md").read_text()
     [example] = re.findall(r"```python test_policy.py\n(.*?)```", text, flags=re.DOTALL)
     options = re.findall(r'"(asyncio_[a-z_]+=[a-z]+)"', example)
     assert len(options) == 3, options
