@@ -1,6 +1,6 @@
 """A callout service with a static table of users and tokens, each with its own permissions.
 
-Run it against a nats-server configured for auth callout (see README), or let
+Run it against a nats-server configured for auth callout (see docs/modes.md), or let
 ``examples/run_local.py`` start everything for you. Configuration comes from
 the environment:
 

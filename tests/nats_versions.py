@@ -25,7 +25,7 @@ from faststream_callout.core.errors import ConfigurationError
 from faststream_callout.testing.local_server import nats_server_version
 
 # The newest patch of every supported minor line, and 2.15.0: the release
-# before 2.15.1 tightened the response-signer check (README: nats-server versions).
+# before 2.15.1 tightened the response-signer check (docs/nats-server-versions.md).
 MATRIX: Final = ("2.10.26", "2.11.11", "2.12.8", "2.14.6", "2.15.0", "2.15.1")
 CACHE_ENV: Final = "FASTSTREAM_CALLOUT_CACHE"
 _VERSION: Final = re.compile(r"^\d+\.\d+\.\d+$")

@@ -450,7 +450,7 @@ broken = callout_deployment(
 
 
 def test_readme_example_passes(run, pytester):
-    """The docs' example (docs/testing.md) is a test module; run it with the options of its __main__."""
+    """docs/testing.md's example is a test module; run it with the options of its __main__."""
     text = (REPO / "docs" / "testing.md").read_text()
     [example] = re.findall(r"```python test_policy.py\n(.*?)```", text, flags=re.DOTALL)
     options = re.findall(r'"(asyncio_[a-z_]+=[a-z]+)"', example)

@@ -368,7 +368,7 @@ def jetstream_consumer(
 
     Always: ``<api>.STREAM.INFO.<stream>``, ``<api>.CONSUMER.INFO.<stream>.<consumer>``
     and the acknowledgements ``$JS.ACK.<stream>.<consumer>...`` (both formats, see
-    the README). Pull: ``<api>.CONSUMER.MSG.NEXT.<stream>.<consumer>``; the
+    docs/permissions.md). Pull: ``<api>.CONSUMER.MSG.NEXT.<stream>.<consumer>``; the
     messages arrive in the client's inbox. Push: the flow-control replies
     ``$JS.FC.<stream>.<consumer>...``; the messages arrive on the deliver
     subject (``deliver_subject``, else an inbox of the client's, as nats-py makes).

