@@ -214,6 +214,29 @@ def test_continued_blocks_follow_a_python_block() -> None:
     assert not wrong, f"these blocks continue nothing (no python block above): {wrong}"
 
 
+def test_the_environment_variables_are_explained_once() -> None:
+    from faststream_callout.core import env
+    from faststream_callout.testing.local_server import NATS_SERVER_ENV
+
+    names = [getattr(env, n) for n in env.__all__ if n.isupper()] + [NATS_SERVER_ENV]
+    table = [
+        line
+        for line in prose(SITE / "concepts.md").splitlines()
+        if line.startswith("| `") and "_" in line
+    ]
+    unlisted = [name for name in names if not any(f"`{name}`" in row for row in table)]
+    assert not unlisted, f"add to the table in docs/concepts.md: {unlisted}"
+    # Other pages link to that table instead of explaining the variables again.
+    again = [
+        f"{doc.relative_to(ROOT)}: {line}"
+        for doc in DOCS
+        if doc != SITE / "concepts.md"
+        for line in prose(doc).splitlines()
+        if re.match(r"\|\s*`(NATS_URL|CALLOUT_)", line)
+    ]
+    assert not again, f"link to docs/concepts.md#environment-variables instead: {again}"
+
+
 def test_the_cli_page_covers_every_command() -> None:
     from faststream_callout.tools.cli.main import COMMANDS
 
