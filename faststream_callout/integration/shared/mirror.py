@@ -2,9 +2,12 @@
 
 Reads of the shared stores never wait on the network: they read this copy. What
 makes that safe is knowing the copy's age. Every ``probe_interval`` the mirror
-asks the stream for its last sequence; once the watch has applied everything up
-to that sequence, the copy is *confirmed* as of the moment the probe was sent:
-every write acknowledged before then is in it. :meth:`BucketMirror.age` is the
+asks the stream's leader for its last sequence; once the watch has applied
+everything up to that sequence (or the leader has nothing between the watch's
+position and it: entries that expired or were purged), the copy is *confirmed*
+as of the moment the probe was sent: every write acknowledged before then is in
+it. A watch served by a replica that is still catching up is not confirmed
+until it has caught up. :meth:`BucketMirror.age` is the
 time since the last confirmation, and the stores decide what an old copy means
 (the revocation list refuses logins; the decision cache stops caching).
 
@@ -25,10 +28,11 @@ from collections.abc import Callable
 from typing import Final
 
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 
 from faststream_callout.integration.shared.buckets import Bucket, logger
@@ -38,6 +42,32 @@ __all__ = ["BucketMirror", "Entry"]
 Entry = KeyValue.Entry
 _SEQUENCE: Final = "Nats-Sequence"  # header of a republished message: its stream sequence
 _MARKERS: Final = {"MaxAge": KV_PURGE, "Purge": KV_PURGE, "Remove": KV_DEL}
+_UNAVAILABLE: Final = (nats.errors.Error, OSError, TimeoutError)
+# nats-server's stream peers hear from each other every second; an election takes 4 s at least.
+_PEER_SILENCE_NS: Final = 3_000_000_000
+
+
+class _LostQuorum(Exception):  # noqa: N818 - a reason, logged by name
+    """The leader that answered has not heard from a quorum of its peers lately."""
+
+
+def _with_quorum(cluster: api.ClusterInfo | None) -> bool:
+    """Whether the stream's leader heard from a quorum of its replicas within the last seconds.
+
+    A leader cut off from its peers (a partition, or they are down) still answers
+    stream info, with the last sequence *it* knows, while the others may elect a
+    new leader and take writes (after an election timeout of 4 s at least). Its
+    answers confirm nothing once its peers have been silent for longer than
+    :data:`_PEER_SILENCE`. No cluster (a single server): nothing to lose.
+    """
+    if cluster is None or not cluster.replicas:
+        return True
+    heard = 1 + sum(
+        1
+        for peer in cluster.replicas
+        if not peer.offline and peer.active is not None and peer.active < _PEER_SILENCE_NS
+    )
+    return heard > (len(cluster.replicas) + 1) // 2
 
 
 class BucketMirror:
@@ -84,6 +114,7 @@ class BucketMirror:
         self._watcher: KeyValue.KeyWatcher | None = None
         self._follower: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
+        self._probing: asyncio.Task[None] | None = None
         self._feed: Subscription | None = None
         self._synced = asyncio.Event()
         self._reachable = True
@@ -112,19 +143,23 @@ class BucketMirror:
                 try:
                     await self._restart()
                     break
-                except (nats.errors.Error, OSError, TimeoutError):
+                except _UNAVAILABLE:
                     await asyncio.sleep(0.2)
             await self._synced.wait()
+            while self._confirmed is None:
+                await self.probe()
+                if self._confirmed is None:
+                    await asyncio.sleep(0.05)
         self._prober = asyncio.create_task(self._probe_forever())
 
     async def close(self) -> None:
         """Stop following (the copy stays as it is)."""
-        for task in (self._prober, self._follower):
+        for task in (self._prober, self._probing, self._follower):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._prober = self._follower = None
+        self._prober = self._probing = self._follower = None
         await self._stop_watcher()
         if self._feed is not None:
             with contextlib.suppress(nats.errors.Error):
@@ -135,22 +170,16 @@ class BucketMirror:
 
     async def _restart(self) -> None:
         """A new watch from the bucket's current state; the old one is dropped."""
-        started = self._timer()
-        floor = (await self._js.stream_info(self.bucket.stream)).state.last_seq
         watcher = await self._kv.watchall()
         if self._follower is not None:
             self._follower.cancel()
         await self._stop_watcher()
         self._watcher = watcher
-        self._follower = asyncio.create_task(self._follow(watcher, started, floor))
+        self._follower = asyncio.create_task(self._follow(watcher))
 
-    async def _follow(self, watcher: KeyValue.KeyWatcher, started: float, floor: int) -> None:
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
         async for entry in watcher:
-            if entry is None:
-                # The snapshot is in: every sequence up to `floor` is applied or gone
-                # (superseded, expired), though the watch may not have seen its number.
-                self.revision = max(self.revision, floor)
-                self._confirm(started, floor)
+            if entry is None:  # the snapshot is in (probes confirm it)
                 self._synced.set()
                 continue
             self._deliver(entry)
@@ -198,7 +227,12 @@ class BucketMirror:
         at = self._timer()
         try:
             info = await self._js.stream_info(self.bucket.stream)
-        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            if not _with_quorum(info.cluster):
+                raise _LostQuorum
+            last = info.state.last_seq
+            if self.revision < last and not await self._anything_after(self.revision, last):
+                self.revision = last  # what lay between is gone (expired, purged)
+        except (*_UNAVAILABLE, _LostQuorum) as exc:
             if self._reachable:
                 self._reachable = False
                 logger.warning(
@@ -212,7 +246,6 @@ class BucketMirror:
         if not self._reachable:
             self._reachable = True
             logger.info("bucket %s: JetStream answers again", self.bucket.name)
-        last = info.state.last_seq
         self._confirm(at, last)
         if self.revision >= last:
             self._stuck_at = None
@@ -230,15 +263,27 @@ class BucketMirror:
             )
             try:
                 await self._restart()
-            except (nats.errors.Error, OSError, TimeoutError) as exc:
+            except _UNAVAILABLE as exc:
                 logger.warning("bucket %s: cannot re-create the watch (%s)", self.bucket.name, exc)
         else:
             self._stuck_at = self.revision
 
+    async def _anything_after(self, revision: int, last: int) -> bool:
+        """Whether the stream's leader still holds an entry after ``revision``, up to ``last``."""
+        try:
+            found = await self._js.get_msg(
+                self.bucket.stream, seq=revision + 1, subject=f"$KV.{self.bucket.name}.>", next=True
+            )
+        except nats.js.errors.NotFoundError:
+            return False
+        return found.seq is not None and found.seq <= last
+
     async def _probe_forever(self) -> None:
+        # A probe may hang for the request timeout: the listeners still run on time.
         while True:
             await asyncio.sleep(self.probe_interval)
-            await self.probe()
+            if self._probing is None or self._probing.done():
+                self._probing = asyncio.create_task(self.probe())
             for listener in self.probes:
                 try:
                     listener()
