@@ -153,14 +153,20 @@ async def open_bucket(js: JetStreamContext, bucket: Bucket) -> KeyValue:
                 "(config mode: 'jetstream: enabled' in its account block; operator mode: "
                 "JetStream limits in its account JWT)"
             ) from None
-        raise StoreUnavailable(
-            f"bucket {bucket.name}: JetStream refused it: {printable(str(exc))}"
-        ) from None
+        if not isinstance(exc, nats.js.errors.ServiceUnavailableError):
+            raise StoreUnavailable(
+                f"bucket {bucket.name}: JetStream refused it: {printable(str(exc))}"
+            ) from None
+        raise StoreUnavailable(_no_answer(bucket, exc)) from None
     except _TRANSIENT as exc:
-        raise StoreUnavailable(
-            f"bucket {bucket.name}: JetStream does not answer ({type(exc).__name__}); "
-            "is it enabled on the server and for the callout account?"
-        ) from None
+        raise StoreUnavailable(_no_answer(bucket, exc)) from None
+
+
+def _no_answer(bucket: Bucket, exc: BaseException) -> str:
+    return (
+        f"bucket {bucket.name}: JetStream does not answer ({type(exc).__name__}); "
+        "is it enabled on the server and for the callout account?"
+    )
 
 
 async def _create(js: JetStreamContext, bucket: Bucket, replicas: int) -> KeyValue:

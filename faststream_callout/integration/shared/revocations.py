@@ -187,7 +187,8 @@ class SharedRevocationList:
         """Take one entry of the bucket into the local copy (the mirror calls it)."""
         name = name_of(entry.key)
         if name is None or entry.revision is None:
-            logger.warning("bucket %s: ignoring a key no name makes", self.bucket.name)
+            if entry.operation is None:
+                logger.warning("bucket %s: ignoring a key no name makes", self.bucket.name)
             return
         if entry.operation is not None:  # deleted or purged: restored
             self._change(entry.key, name, entry.revision, revoked=False)
