@@ -41,7 +41,9 @@ from faststream_callout.core.env import signing_keys_from_env
 from faststream_callout.integration.cache import DecisionCache
 from faststream_callout.integration.shared import SharedStateProvider
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s pid=%(process)d %(name)s: %(message)s")
+logging.basicConfig(
+    level=logging.INFO, format="%(levelname)s pid=%(process)d %(name)s: %(message)s"
+)
 
 USERS = {"alice": "alice-secret", "bob": "bob-secret"}  # demo only: store password hashes
 

@@ -326,7 +326,7 @@ class AnsweringServer:
     def __init__(self, answer: dict[str, Any]) -> None:
         self.answer = answer
 
-    async def request(self, subject: str, payload: bytes, timeout: float) -> Any:
+    async def request(self, subject: str, payload: bytes, **_: object) -> Any:
         data = json.dumps(self.answer).encode()
         return type("Reply", (), {"data": data})()
 
