@@ -37,6 +37,7 @@ __all__ = ["SharedSessions"]
 _ENCODE: Final = msgspec.json.Encoder().encode
 _DECODE: Final = msgspec.json.Decoder(Session).decode
 _MARKER_TTL: Final = 300  # seconds an "ended" marker stays for watches that restart
+_BATCH: Final = 256  # session writes in flight at once
 
 
 class SharedSessions:
@@ -185,29 +186,40 @@ class SharedSessions:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            kind, session = self._queue.popleft()
+            # Written together: one request each, in flight at once (a round trip
+            # per write, awaited in turn, costs several times the CPU). The last
+            # change of each connection wins, so a put never overtakes its end.
+            batch: dict[tuple[str, int], tuple[Literal["put", "end"], Session]] = {}
+            while self._queue and len(batch) < _BATCH:
+                kind, session = self._queue.popleft()
+                batch.pop(session.key, None)
+                batch[session.key] = (kind, session)
             self._idle.clear()
-            operation = self._put if kind == "put" else self._end
             try:
-                await write(
-                    functools.partial(operation, session),
-                    what=f"session {session.key[1]} on {session.server_id}",
-                    timeout=self.write_timeout,
-                )
-                self.written += 1
-                if self._failing:
-                    self._failing = False
-                    logger.info("bucket %s: sessions are written again", self.bucket.name)
-            except StoreUnavailable as exc:
-                self.lost += 1
-                if not self._failing:
-                    self._failing = True
-                    logger.warning("bucket %s: %s; other instances miss it", self.bucket.name, exc)
-            except Exception:  # noqa: BLE001 - the writer goes on
-                self.lost += 1
-                logger.exception("bucket %s: writing a session failed", self.bucket.name)
+                await asyncio.gather(*(self._write(kind, s) for kind, s in batch.values()))
             finally:
                 self._idle.set()
+
+    async def _write(self, kind: Literal["put", "end"], session: Session) -> None:
+        operation = self._put if kind == "put" else self._end
+        try:
+            await write(
+                functools.partial(operation, session),
+                what=f"session {session.key[1]} on {session.server_id}",
+                timeout=self.write_timeout,
+            )
+            self.written += 1
+            if self._failing:
+                self._failing = False
+                logger.info("bucket %s: sessions are written again", self.bucket.name)
+        except StoreUnavailable as exc:
+            self.lost += 1
+            if not self._failing:
+                self._failing = True
+                logger.warning("bucket %s: %s; other instances miss it", self.bucket.name, exc)
+        except Exception:  # noqa: BLE001 - the writer goes on
+            self.lost += 1
+            logger.exception("bucket %s: writing a session failed", self.bucket.name)
 
     async def _put(self, session: Session) -> None:
         key = _key(session)
