@@ -21,8 +21,8 @@ included) and of nats-server (``/proc/<pid>/stat``), and the ratios to ``memory`
 ``storm``: benchmark 2's storm (storm.py: every client at once, every outcome
 checked) through 1 and 2 service processes (storm_service.py), with the shared
 stores off and on, alternating, on one JetStream server. Reported: connects/s,
-p50/p99 connect latency, CPU per login of the services and nats-server, and the
-speed-up of 2 processes over 1.
+p50/p99 connect latency, CPU per login of the services, nats-server and the
+driver (the clients, in this process), and the speed-up of 2 processes over 1.
 """
 
 from __future__ import annotations
@@ -159,6 +159,7 @@ class StormRun:
     p99: float
     service_ms: float  # CPU per login, all service processes together
     server_ms: float
+    driver_ms: float  # this process: the clients
     perfect: bool
 
 
@@ -197,9 +198,11 @@ async def storm_once(
         await asyncio.gather(*(service.start(within=60) for service in services))
         assert server.pid is not None
         before = [cpu_ticks(s.pid) for s in services], cpu_ticks(server.pid)
+        driver = time.process_time()
         result: StormResult = await run_storm(
             server.url, storm_credentials(clients, 3), check_publish=False
         )
+        driver = time.process_time() - driver
         after = [cpu_ticks(s.pid) for s in services], cpu_ticks(server.pid)
     finally:
         for service in services:
@@ -211,6 +214,7 @@ async def storm_once(
         p99=StormResult.percentile(result.connect_latencies, 99) * 1000,
         service_ms=service_ticks * TICK / clients * 1000,
         server_ms=(after[1] - before[1]) * TICK / clients * 1000,
+        driver_ms=driver / clients * 1000,
         perfect=result.perfect,
     )
 
@@ -244,7 +248,7 @@ async def storm(args: argparse.Namespace) -> int:
             f"{instances} process{'es' if instances > 1 else '  '} {'kv ' if kv else 'mem'}: "
             f"{runs.med('rate'):6.0f} connects/s  p50 {runs.med('p50'):5.0f} ms  "
             f"p99 {runs.med('p99'):5.0f} ms  service {runs.med('service_ms'):.3f} ms/login  "
-            f"nats-server {runs.med('server_ms'):.3f} ms/login  "
+            f"nats-server {runs.med('server_ms'):.3f}  driver {runs.med('driver_ms'):.3f}  "
             f"{'ok' if all(r.perfect for r in runs.runs) else 'NOT PERFECT'}"
         )
     for kv in (False, True):
