@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from storm_policy import DecisionLine, StormLookup, build_pipeline, decision_line
 
@@ -28,6 +28,10 @@ from faststream_callout.core.pipeline import Decision
 from faststream_callout.integration.cache import DecisionCache
 from faststream_callout.testing.local_server import CalloutServerConfig
 from faststream_callout.testing.processes import ServiceProcess
+
+if TYPE_CHECKING:
+    from faststream_callout.core.pipeline import CalloutPipeline
+    from faststream_callout.integration.shared import SharedState
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,6 +51,7 @@ class StormService(ServiceProcess):
         delay: float = 0.0,
         pool: int = 0,
         cache: bool = False,
+        shared: bool = False,
     ) -> None:
         self.decisions_path = workdir / f"{name}.decisions"
         super().__init__(
@@ -65,6 +70,7 @@ class StormService(ServiceProcess):
                 "STORM_DELAY": str(delay),
                 "STORM_POOL": str(pool),
                 "STORM_CACHE": "1" if cache else "",
+                "STORM_SHARED": "1" if shared else "",
             },
         )
 
@@ -116,6 +122,7 @@ async def serve() -> None:
         cache=bool(environ.get("STORM_CACHE")),
         storm_lookup=storm_lookup,
     )
+    shared = await share(pipeline) if environ.get("STORM_SHARED") else None
     broker = NatsBroker(
         environ[env.NATS_URL],
         security=NatsUserPassword(
@@ -140,11 +147,28 @@ async def serve() -> None:
     _say(f"READY {os.getpid()}")
     await stop.wait()
     await broker.stop()
+    if shared is not None:
+        await shared.session_store.flush()
+        _say(f"SHARED {shared.session_store!r}")
+        await shared.close()
     decisions.close()
     if isinstance(pipeline.lookup, DecisionCache):
         _say(f"CACHE {pipeline.lookup.stats}")
     _say(f"LOOKUPS {storm_lookup.calls}")
     _say("STOPPED")
+
+
+async def share(pipeline: CalloutPipeline) -> SharedState:
+    """Revocations, sessions and invalidations through JetStream KV (``STORM_SHARED``)."""
+    from faststream_callout.integration.observers import observe
+    from faststream_callout.integration.shared import SharedState
+
+    state = await SharedState.connect()  # NATS_URL, CALLOUT_USER, CALLOUT_PASSWORD
+    if isinstance(pipeline.lookup, DecisionCache):
+        state.invalidations.attach(pipeline.lookup)
+    pipeline.lookup = state.revocations.guard(pipeline.lookup)
+    observe(pipeline, state.sessions)
+    return state
 
 
 if __name__ == "__main__":

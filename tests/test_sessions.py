@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -314,6 +315,46 @@ async def test_kick_checks_its_arguments_before_sending() -> None:
     assert "server public key" in bad_server.detail
     for cid in (0, -1, True):
         assert (await kick(nc, server_id, cid)).status is KickStatus.ERROR
+
+
+LINE_BREAKS = ["\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+class AnsweringServer:
+    """A system connection whose server says what a test tells it to (kicks, claims)."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
+
+    async def request(self, subject: str, payload: bytes, **_: object) -> Any:
+        data = json.dumps(self.answer).encode()
+        return type("Reply", (), {"data": data})()
+
+
+@pytest.mark.parametrize("brk", LINE_BREAKS, ids=repr)
+async def test_kick_and_revocation_log_lines_stay_one_line(
+    caplog: pytest.LogCaptureFixture, brk: str
+) -> None:
+    """Issue 14 item 6: identity, server name and the server's words are escaped."""
+    server_id = KeyPair.create_server().public_key
+    forged = f"mallory{brk}CRITICAL allowed user='admin'"
+    registry = SessionRegistry()
+    user = KeyPair.create_user().public_key
+    registry.add(Session(user, forged, "APP", server_id, f"node{brk}x", 5, 1))
+    nc: Any = AnsweringServer({"error": {"description": f"no such client{brk}FORGED"}})
+    with caplog.at_level(logging.DEBUG, logger="faststream_callout"):
+        [result] = await registry.kick_user(nc, forged)
+        operator, account = KeyPair.create_operator(), KeyPair.create_account()
+        token = account_jwt(account.public_key, operator, name="APP")
+        claims: Any = AnsweringServer(
+            {"data": {"account": account.public_key, "code": 200, "message": f"jwt{brk}updated"}}
+        )
+        await revoke_users(claims, token, operator, [user])
+    assert result.status is KickStatus.NOT_FOUND
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("faststream_callout")]
+    assert len(messages) == 2
+    assert [m for m in messages if set(LINE_BREAKS) & set(m)] == []
+    assert "mallory" in messages[0]
 
 
 # -- config mode, real nats-server ------------------------------------------------

@@ -132,6 +132,7 @@ class CacheStats:
         entries: grants cached now (expired ones not yet dropped included).
         denials: denials cached now.
         in_flight: lookups running now.
+        suspended: whether the cache is suspended (:meth:`DecisionCache.suspend`).
 
     """
 
@@ -144,6 +145,7 @@ class CacheStats:
     entries: int
     denials: int
     in_flight: int
+    suspended: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +275,7 @@ class DecisionCache:
         self._denials: OrderedDict[bytes, _Entry] = OrderedDict()
         self._flights: dict[bytes, _Flight] = {}
         self._generation = 0  # bumped by invalidate()/clear(): older flights do not store
+        self._suspended = False
         self._hits = self._misses = self._coalesced = self._bypassed = 0
         self._negative_hits = self._evictions = 0
 
@@ -284,7 +287,7 @@ class DecisionCache:
         Raises ``Denied`` as the wrapped lookup does (or from a cached denial).
         """
         _handoff.set(None)
-        key = self._key(request)
+        key = None if self._suspended else self._key(request)
         if key is None:
             self._bypassed += 1
             return self._lookup.lookup(request)
@@ -343,6 +346,24 @@ class DecisionCache:
         self._entries.clear()
         self._denials.clear()
 
+    def suspend(self) -> None:
+        """Forget everything and look every login up until :meth:`resume`.
+
+        For when invalidations may be missed: a shared cache whose invalidation
+        feed is out of reach (:mod:`faststream_callout.integration.shared`).
+        """
+        self._suspended = True
+        self.clear()
+
+    def resume(self) -> None:
+        """Cache again after :meth:`suspend`."""
+        self._suspended = False
+
+    @property
+    def suspended(self) -> bool:
+        """Whether the cache is suspended: every login is looked up, nothing is kept."""
+        return self._suspended
+
     @property
     def stats(self) -> CacheStats:
         """The counters so far."""
@@ -356,6 +377,7 @@ class DecisionCache:
             entries=len(self._entries),
             denials=len(self._denials),
             in_flight=len(self._flights),
+            suspended=self._suspended,
         )
 
     def __len__(self) -> int:

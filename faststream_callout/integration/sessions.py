@@ -29,12 +29,13 @@ import asyncio
 import heapq
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 import msgspec
 import nats.errors
@@ -45,6 +46,7 @@ from nats.aio.subscription import Subscription
 from faststream_callout.core.errors import ConfigurationError, Denied, InvalidJWTError
 from faststream_callout.core.pipeline import Decision
 from faststream_callout.core.policy import Identity, IdentityLookup, resolve
+from faststream_callout.core.stages import printable
 from faststream_callout.protocol import jwt
 from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.protocol.nkeys import KeyKind, KeyPair, is_public_key
@@ -58,10 +60,13 @@ __all__ = [
     "Revocation",
     "RevocationGuard",
     "RevocationList",
+    "Revocations",
     "Session",
     "SessionRegistry",
+    "SessionStore",
     "kick",
     "push_account_jwt",
+    "revocation_deadline",
     "revoke_users",
     "with_revocations",
 ]
@@ -216,12 +221,39 @@ def _server_id(answer: Mapping[str, Any]) -> str:
     return str(server.get("id", "")) if isinstance(server, Mapping) else ""
 
 
+class SessionStore(Protocol):
+    """Where a :class:`SessionRegistry` shares its sessions with other instances.
+
+    The registry keeps the policy (indexes, expiry, bounds, kicks) and tells the
+    store what changed here; the store brings in what changed elsewhere through
+    the two functions it is given by :meth:`attach`, which do not call it back.
+    Both calls come from the login path and must not block (queue the write).
+    :class:`faststream_callout.integration.shared.SharedSessions` keeps them in
+    a JetStream KV bucket.
+    """
+
+    def attach(
+        self, remember: Callable[[Session], object], drop: Callable[[str, int], object]
+    ) -> None:
+        """Called once by the registry: apply sessions recorded and ended elsewhere."""
+        ...
+
+    def recorded(self, session: Session) -> None:
+        """Called when this instance recorded ``session`` (a login it allowed)."""
+        ...
+
+    def ended(self, session: Session) -> None:
+        """``session``'s connection is gone here: kicked, revoked or disconnected."""
+        ...
+
+
 class SessionRegistry:
     """Remembers allowed logins, finds them by identity, account or user_nkey, kicks them.
 
     It is a pipeline observer: ``observers=[registry]``, ``observe(pipeline,
-    registry)`` or ``ObserverProvider(registry)``. One registry per service
-    process: it knows the logins *this* instance allowed.
+    registry)`` or ``ObserverProvider(registry)``. Without a ``store`` it knows
+    the logins *this* instance allowed; with a shared one (see
+    :mod:`faststream_callout.integration.shared`) those of every instance.
 
     Memory is bounded: an entry goes when its user JWT expires (checked on every
     call, so no timer is needed: nothing grows while nothing is recorded), when
@@ -233,16 +265,22 @@ class SessionRegistry:
     Args:
         max_entries: at most this many sessions are kept.
         clock: returns Unix time in seconds (the JWT times are Unix seconds).
+        store: shares sessions with other instances; ``None``: this process only.
 
     """
 
     def __init__(
-        self, *, max_entries: int = 100_000, clock: Callable[[], float] = time.time
+        self,
+        *,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.time,
+        store: SessionStore | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
         self._clock = clock
+        self.store = store
         self._sessions: OrderedDict[tuple[str, int], Session] = OrderedDict()
         self._by_identity: dict[str, set[tuple[str, int]]] = {}
         self._by_account: dict[str, set[tuple[str, int]]] = {}
@@ -250,6 +288,8 @@ class SessionRegistry:
         self._expiries: list[tuple[int, str, int]] = []  # heap of (expires_at, server_id, cid)
         self.following = False
         self.evicted = 0
+        if store is not None:
+            store.attach(self._remember, self._drop)
 
     def __repr__(self) -> str:
         return (
@@ -273,11 +313,26 @@ class SessionRegistry:
 
     def add(self, session: Session) -> None:
         """Remember ``session`` (replacing one with the same server and client id)."""
+        if self._remember(session) and self.store is not None:
+            self.store.recorded(session)
+
+    def forget(self, server_id: str, client_id: int) -> Session | None:
+        """Drop the session of connection ``client_id`` on ``server_id`` (it ended); return it.
+
+        With a shared store every instance forgets it.
+        """
+        session = self._drop(server_id, client_id)
+        if session is not None and self.store is not None:
+            self.store.ended(session)
+        return session
+
+    def _remember(self, session: Session) -> bool:
+        # Here, not in add(): a store applies sessions recorded elsewhere through it.
         now = self._clock()
         self.prune(now)
         if session.expired(now):
-            return
-        self.forget(session.server_id, session.client_id)
+            return False
+        self._drop(session.server_id, session.client_id)
         key = session.key
         self._sessions[key] = session
         self._by_identity.setdefault(session.identity, set()).add(key)
@@ -287,11 +342,11 @@ class SessionRegistry:
             heapq.heappush(self._expiries, (session.expires_at, *key))
         while len(self._sessions) > self.max_entries:
             oldest = next(iter(self._sessions.values()))
-            self.forget(*oldest.key)
+            self._drop(*oldest.key)  # out of memory here, not ended: kept in a store
             self.evicted += 1
+        return True
 
-    def forget(self, server_id: str, client_id: int) -> Session | None:
-        """Drop the session of connection ``client_id`` on ``server_id``; return it."""
+    def _drop(self, server_id: str, client_id: int) -> Session | None:
         session = self._sessions.pop((server_id, client_id), None)
         if session is None:
             return None
@@ -311,7 +366,7 @@ class SessionRegistry:
             expires_at, server_id, client_id = heapq.heappop(heap)
             session = self._sessions.get((server_id, client_id))
             if session is not None and session.expires_at == expires_at:
-                self.forget(server_id, client_id)
+                self._drop(server_id, client_id)  # a store expires it on its own
                 dropped += 1
         # Forgotten sessions leave their heap entries behind: rebuild when they dominate.
         if len(heap) > 2 * len(self._sessions) + 64:
@@ -412,12 +467,12 @@ class SessionRegistry:
             if result.status is not KickStatus.ERROR:
                 self.forget(*session.key)
             sessions_logger.info(
-                "kick %r (cid %d on %s): %s%s",
-                session.identity,
+                "kick %s (cid %d on %s): %s%s",
+                printable(repr(session.identity)),
                 session.client_id,
-                session.server_name or session.server_id,
+                printable(session.server_name or session.server_id),
                 result.status.value,
-                f" ({result.detail})" if result.detail else "",
+                f" ({printable(result.detail)})" if result.detail else "",
             )
             reported.append(
                 KickResult(
@@ -655,9 +710,9 @@ async def revoke_users(
     sessions_logger.info(
         "revoked %d user key(s) in account %s at %d: %s",
         len(keys),
-        update.account,
+        printable(update.account),
         when,
-        update.detail,
+        printable(update.detail),
     )
     return Revocation(update.account, keys, when, update, token)
 
@@ -665,13 +720,42 @@ async def revoke_users(
 # -- refusing re-login ----------------------------------------------------------------
 
 
+@runtime_checkable
+class Revocations(Protocol):
+    """What :class:`RevocationGuard` asks: whether an identity is refused right now.
+
+    :class:`RevocationList` (one process) and
+    :class:`~faststream_callout.integration.shared.SharedRevocationList` (every
+    instance, through JetStream KV) answer it. An answer that cannot be given
+    must raise, never return ``False``.
+    """
+
+    def is_revoked(self, name: str) -> bool:
+        """Whether logins of ``name`` are refused right now."""
+        ...
+
+
+def revocation_deadline(
+    clock: Callable[[], float], *, until: float | None = None, ttl: float | None = None
+) -> float | None:
+    """The Unix time a revocation ends: ``until``, now + ``ttl``, or ``None`` (for good)."""
+    if until is not None and ttl is not None:
+        raise ValueError("give until or ttl, not both")
+    for value in (until, ttl):
+        if value is not None and not math.isfinite(value):
+            raise ValueError("until and ttl must be finite numbers of seconds")
+    return clock() + ttl if ttl is not None else until
+
+
 class RevocationList:
     """Identity names whose logins the callout refuses, for a while or for good.
 
     A kick closes a connection and a revocation rejects one user JWT, but the
     client logs in again and the callout would allow it: put the identity here
-    and wrap the lookup with :meth:`guard`. In-memory and per process; share a
-    store (and implement ``is_revoked``) for several instances.
+    and wrap the lookup with :meth:`guard`. In-memory and per process; for
+    several instances use
+    :class:`~faststream_callout.integration.shared.SharedRevocationList`, which
+    keeps one of these as its local copy.
 
     Args:
         clock: returns Unix time in seconds.
@@ -698,11 +782,7 @@ class RevocationList:
 
     def revoke(self, name: str, *, until: float | None = None, ttl: float | None = None) -> None:
         """Refuse ``name`` until Unix time ``until``, for ``ttl`` seconds, or (neither) for good."""
-        if until is not None and ttl is not None:
-            raise ValueError("give until or ttl, not both")
-        if ttl is not None:
-            until = self._clock() + ttl
-        self._until[name] = until
+        self._until[name] = revocation_deadline(self._clock, until=until, ttl=ttl)
 
     def restore(self, name: str) -> bool:
         """Let ``name`` in again; return whether it was refused."""
@@ -729,11 +809,13 @@ class RevocationGuard:
     """An :class:`~faststream_callout.IdentityLookup` that refuses revoked identities.
 
     The wrapped lookup runs first (it says who the client is); a revoked name is
-    then denied, which also counts as a failed attempt for the throttle.
+    then denied, which also counts as a failed attempt for the throttle. When
+    the revocations cannot answer (a shared list whose store is out of reach
+    for longer than it may be), their error propagates and the pipeline denies.
     """
 
     def __init__(
-        self, lookup: IdentityLookup, revocations: RevocationList, *, reason: str = "access revoked"
+        self, lookup: IdentityLookup, revocations: Revocations, *, reason: str = "access revoked"
     ) -> None:
         self.inner = lookup
         self.revocations = revocations

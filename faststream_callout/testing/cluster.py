@@ -1,4 +1,8 @@
-"""A cluster of local nats-servers: N routed nodes on 127.0.0.1, JetStream optional."""
+"""A cluster of local nats-servers: N routed nodes on 127.0.0.1, JetStream optional.
+
+Nodes can be killed (SIGKILL: a crash, no leadership handed over) and restarted
+with their JetStream data, to test what a node loss does.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +47,8 @@ class NatsCluster:
             raise ValueError("a cluster needs at least one node")
         self.name = name
         self.jetstream = jetstream
+        self.down: set[int] = set()
+        """Indexes of the nodes :meth:`kill` stopped and :meth:`restart` has not started."""
         route_ports = tuple(free_port() for _ in range(size))
         self.servers = [
             LocalNatsServer(
@@ -75,27 +81,61 @@ class NatsCluster:
             raise
         return self
 
+    @property
+    def running(self) -> list[LocalNatsServer]:
+        """The nodes that are not :attr:`down`."""
+        return [server for index, server in enumerate(self.servers) if index not in self.down]
+
+    def kill(self, index: int) -> None:
+        """SIGKILL node ``index`` (0-based) and reap it; its files stay for :meth:`restart`.
+
+        Raises:
+            DeploymentError: it is not running.
+
+        """
+        server = self.servers[index]
+        process = server.process
+        if process is None or process.poll() is not None:
+            raise DeploymentError(f"{server.name} is not running")
+        process.kill()
+        process.wait(timeout=10)
+        server.stop()  # forgets the reaped process
+        self.down.add(index)
+
+    def restart(self, index: int, *, within: float = 20) -> float:
+        """Start node ``index`` again (same ports, same JetStream data); return the seconds taken.
+
+        Waits for its routes and, with JetStream, for it to know the meta leader.
+        """
+        started = time.monotonic()
+        self.servers[index].start()
+        self.down.discard(index)
+        self.wait_for_routes(within)
+        if self.jetstream:
+            self.wait_for_jetstream(within - (time.monotonic() - started))
+        return time.monotonic() - started
+
     def wait_for_routes(self, timeout: float = 10) -> float:
-        """Wait until every node has a route to every other node; return the seconds waited.
+        """Wait until every running node routes to every other; return the seconds waited.
 
         Raises:
             DeploymentError: a node died, or the routes were not up in time.
 
         """
         started = time.monotonic()
-        names = {server.name for server in self.servers}
         while True:
             self.check_running()
+            running = self.running
+            names = {server.name for server in running}
             peers = [
                 {
                     route.get("remote_name")
                     for route in server.monitor("/routez").get("routes") or []
                 }
-                for server in self.servers
+                for server in running
             ]
             if all(
-                seen >= names - {server.name}
-                for seen, server in zip(peers, self.servers, strict=True)
+                seen >= names - {server.name} for seen, server in zip(peers, running, strict=True)
             ):
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
@@ -103,7 +143,7 @@ class NatsCluster:
             time.sleep(0.05)
 
     def wait_for_jetstream(self, timeout: float = 20) -> float:
-        """Wait until every node knows the JetStream meta leader; return the seconds waited.
+        """Wait until every running node knows the JetStream meta leader; return the seconds.
 
         Raises:
             DeploymentError: a node died, or no leader was elected in time.
@@ -114,7 +154,7 @@ class NatsCluster:
             self.check_running()
             leaders = [
                 (server.monitor("/jsz").get("meta_cluster") or {}).get("leader")
-                for server in self.servers
+                for server in self.running
             ]
             if all(leaders):
                 return time.monotonic() - started
@@ -123,8 +163,8 @@ class NatsCluster:
             time.sleep(0.05)
 
     def check_running(self) -> None:
-        """Raise :class:`DeploymentError` (with its log) if a node is not running."""
-        for server in self.servers:
+        """Raise :class:`DeploymentError` (with its log) if a node died (killed ones aside)."""
+        for server in self.running:
             server.check_running()
 
     def close(self) -> None:

@@ -348,7 +348,8 @@ class CalloutServerConfig:
         timeout: ``authorization.timeout`` in seconds, the callout deadline.
         port: the client port; free one by default.
         extra: raw configuration lines appended at the top level.
-        jetstream: JetStream for the target accounts (start the server with it too).
+        jetstream: JetStream for the target accounts and the callout account
+            (start the server with it too).
         websocket: a websocket listener (:attr:`websocket_url`), e.g. with cookie names.
 
     """

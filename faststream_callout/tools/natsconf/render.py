@@ -146,8 +146,9 @@ def render_config_mode(
             claim updates then do not depend on the callout service. Without it
             a comment marks where such a user goes.
         timeout: ``authorization.timeout``, seconds.
-        jetstream: enable JetStream in the target accounts (the server needs
-            it enabled too: a ``jetstream`` block, or ``-js``).
+        jetstream: enable JetStream in the target accounts and the callout
+            account, where the shared stores keep their buckets (the server
+            needs it enabled too: a ``jetstream`` block, or ``-js``).
         listen: ``host:port`` for a ``listen`` line; none by default (add yours).
         server_name: for a ``server_name`` line.
         extra: raw configuration lines appended at the top level.
@@ -193,7 +194,7 @@ def render_config_mode(
     lines += _server_lines(listen, server_name)
     lines += [
         "accounts {",
-        _account(callout_account, callout_users, permissions),
+        _account(callout_account, callout_users, permissions, jetstream=jetstream),
         *(
             _account(name, static, permissions, jetstream=jetstream)
             for name, static in users.items()
