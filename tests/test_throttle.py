@@ -791,7 +791,10 @@ async def test_waiting_for_a_turn_past_the_deadline_is_a_timeout(
     first, second = await asyncio.gather(*(pipeline.decide(m.body) for m in minted))
     assert first.outcome is Outcome.TIMEOUT
     assert second.outcome is Outcome.TIMEOUT
-    assert lookup.calls == 1  # the second never got its turn
+    # The second waited while the first held the turn; it may get the turn when the
+    # first times out, just before its own deadline, never alongside the first.
+    assert lookup.peak_per_user == 1
+    assert lookup.calls <= 2
     assert pipeline._gate is not None
     assert pipeline._gate.pending == 0
 

@@ -58,7 +58,8 @@ class FairPool:
         self._trusted: deque[_Job] = deque()
         self._sources: OrderedDict[str, deque[_Job]] = OrderedDict()  # next to serve first
         self._queued = 0
-        self._idle = 0
+        self._free = 0  # threads not running a check (waiting, or about to take one)
+        self._idle = 0  # threads waiting for a check
         self._threads: list[threading.Thread] = []
         self._closed = False
 
@@ -92,16 +93,17 @@ class FairPool:
             else:
                 self._sources.setdefault(job.source, deque()).append(job)
             self._queued += 1
-            shed = self._drop_one() if self._queued > self.max_queue else None
             if self._idle:
                 self._lock.notify()
-            elif len(self._threads) < self.workers:
+            elif self._free < self._queued and len(self._threads) < self.workers:
                 thread = threading.Thread(
                     target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
                 )
                 self._threads.append(thread)
+                self._free += 1
                 thread.start()
-            return shed
+            # Checks a free thread is about to take are not waiting.
+            return self._drop_one() if self._queued - self._free > self.max_queue else None
 
     def _drop_one(self) -> _Job:
         # The newest check of the longest queue: ties go to the most recently
@@ -143,8 +145,11 @@ class FairPool:
         return job
 
     def _work(self) -> None:
+        job: _Job | None = None
         while True:
             with self._lock:
+                if job is not None:
+                    self._free += 1
                 while not self._queued and not self._closed:
                     self._idle += 1
                     self._lock.wait()
@@ -153,6 +158,7 @@ class FairPool:
                     return
                 job = self._next()
                 self._queued -= 1
+                self._free -= 1
             if not job.future.set_running_or_notify_cancel():
                 continue
             try:
