@@ -244,7 +244,8 @@ async def test_checks_run_off_the_event_loop_with_bounded_concurrency(hashes, mo
                 active -= 1
 
     monkeypatch.setattr(table_module, "_verify", spy)
-    table = StaticTable([TableUser("alice", hashes["alice"])], hash_workers=2)
+    # Three threads: one is kept for returning users (none here), two run these.
+    table = StaticTable([TableUser("alice", hashes["alice"])], hash_workers=3)
     ticks = 0
 
     async def ticker() -> None:
@@ -255,8 +256,11 @@ async def test_checks_run_off_the_event_loop_with_bounded_concurrency(hashes, mo
 
     ticking = asyncio.create_task(ticker())
     try:
-        results = await asyncio.gather(
-            *(table.lookup(make_request(user="alice", password=ALICE_PW)) for _ in range(6))
+        results = await asyncio.gather(  # from six addresses: one source uses one thread
+            *(
+                table.lookup(make_request(user="alice", password=ALICE_PW, host=f"10.0.0.{n}"))
+                for n in range(6)
+            )
         )
     finally:
         ticking.cancel()

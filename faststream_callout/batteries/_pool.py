@@ -6,6 +6,12 @@ until every login times out. :class:`FairPool` instead
 
 - serves trusted checks first (a source that logged the user in recently),
   then the sources in turn, one check each (round robin);
+- keeps one thread for trusted checks (untrusted ones run on all threads but
+  one), and one of the others for other sources (one source runs on all the
+  untrusted threads but one): with the cores busy (argon2 computes its lanes
+  in threads of its own), a check that waits for a thread is what makes a
+  login late, so a returning user's check starts at once whatever floods in,
+  and a single network never holds every thread;
 - holds at most ``max_queue`` waiting checks; when full, it sheds the newest
   check of the source with the most waiting (longest queue drop), so a
   flooding source loses its own checks, not other people's;
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -57,6 +63,9 @@ class FairPool:
         self._lock = threading.Condition()
         self._trusted: deque[_Job] = deque()
         self._sources: OrderedDict[str, deque[_Job]] = OrderedDict()  # next to serve first
+        self._running: Counter[str] = Counter()  # untrusted checks running, per source
+        self._untrusted_threads = max(1, workers - 1)
+        self._per_source = max(1, workers - 2)
         self._queued = 0
         self._free = 0  # threads not running a check (waiting, or about to take one)
         self._idle = 0  # threads waiting for a check
@@ -133,16 +142,23 @@ class FairPool:
                 if not queue and not job.trusted:
                     del self._sources[job.source]
 
-    def _next(self) -> _Job:
+    def _take(self) -> _Job | None:
+        """The next check to run: trusted first, then the next source not running one."""
         if self._trusted:
             return self._trusted.popleft()
-        source, queue = next(iter(self._sources.items()))
-        job = queue.popleft()
-        if queue:
-            self._sources.move_to_end(source)
-        else:
-            del self._sources[source]
-        return job
+        if self._running.total() >= self._untrusted_threads:
+            return None
+        for source, queue in self._sources.items():
+            if self._running[source] >= self._per_source:
+                continue
+            job = queue.popleft()
+            if queue:
+                self._sources.move_to_end(source)
+            else:
+                del self._sources[source]
+            self._running[source] += 1
+            return job
+        return None
 
     def _work(self) -> None:
         job: _Job | None = None
@@ -150,13 +166,16 @@ class FairPool:
             with self._lock:
                 if job is not None:
                     self._free += 1
-                while not self._queued and not self._closed:
+                    if not job.trusted:
+                        self._running[job.source] -= 1
+                        if not self._running[job.source]:
+                            del self._running[job.source]
+                while (job := None if self._closed else self._take()) is None:
+                    if self._closed:
+                        return
                     self._idle += 1
                     self._lock.wait()
                     self._idle -= 1
-                if self._closed:
-                    return
-                job = self._next()
                 self._queued -= 1
                 self._free -= 1
             if not job.future.set_running_or_notify_cancel():
