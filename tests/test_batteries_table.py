@@ -299,7 +299,7 @@ class Blocked:
 
     def job(self, name: str) -> Callable[[], str]:
         def run() -> str:
-            if name == "first":
+            if name.startswith(("first", "hold")):
                 self.release.wait(5)
             self.order.append(name)
             return name
@@ -330,6 +330,20 @@ async def test_the_hash_queue_serves_trusted_checks_first_then_sources_in_turn()
     assert jobs.order == ["first", "t1", "a1", "b1", "c1", "a2", "b2", "a3"]
     with pytest.raises(RuntimeError):
         await pool.run(jobs.job("late"), source="A")
+
+
+async def test_a_thread_is_kept_for_returning_users():
+    pool, jobs = FairPool(2, 10, name="test-pool"), Blocked()
+    held = [asyncio.create_task(submit(pool, jobs, f"hold-{s}", s)) for s in "ABC"]
+    await asyncio.sleep(0.05)
+    assert pool.queued == 2  # one untrusted check runs, the other thread is kept
+    started = time.perf_counter()
+    assert await submit(pool, jobs, "returning", "D", trusted=True) == "returning"
+    assert time.perf_counter() - started < 0.5  # at once, on the kept thread
+    jobs.release.set()
+    await asyncio.gather(*held)
+    pool.close()
+    assert jobs.order[0] == "returning"
 
 
 async def test_a_full_hash_queue_sheds_the_newest_of_the_longest():
