@@ -16,9 +16,9 @@ installs. Floods, for ``--seconds`` each:
   minted as nats-server mints them (``FakeServer``, whose key the service
   trusts like any server key) and sent through nats-server to the service. A
   client may not publish on ``$SYS.REQ.USER.AUTH`` (nats-server refuses), so
-  the service also serves ``flood.auth`` with a second ``callout_router`` over
-  the same pipeline: same throttle, same hash pool, only the router's worker
-  bound is not shared (which, if anything, flatters the ``--base`` figures).
+  the service subscribes to ``$SYS.REQ.USER.*`` and the flood goes to
+  ``$SYS.REQ.USER.FLOOD``: one subscription, one router, one pipeline for the
+  flood and the real logins, as if the flood came through nats-server.
 - ``ipv6/many``: the same at 60/s from a different /64 every time (a /48 or a
   botnet): no per-source limit binds, only the hash pool's fairness does.
 
@@ -55,7 +55,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 FLOODS = ("ipv4", "ipv6/64", "ipv6/many")
 USERS = 400  # new-<n> users in the table
-FLOOD_SUBJECT = "flood.auth"  # the second subscription the minted requests go to
+FLOOD_SUBJECT = "$SYS.REQ.USER.FLOOD"  # the minted requests; served with the real ones
 
 # -- the service -------------------------------------------------------------------------------
 
@@ -126,8 +126,7 @@ async def serve() -> None:
         logger=None,
         max_reconnect_attempts=-1,
     )
-    broker.include_router(callout_router(pipeline))
-    broker.include_router(callout_router(pipeline, subject=FLOOD_SUBJECT))
+    broker.include_router(callout_router(pipeline, subject="$SYS.REQ.USER.*"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
