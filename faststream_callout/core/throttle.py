@@ -23,21 +23,20 @@ is in :mod:`faststream_callout.core.throttle_gate`.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
 import hashlib
-import inspect
 import ipaddress
 import logging
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar, runtime_checkable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol, runtime_checkable
 
 from faststream_callout.core.errors import Denied
+from faststream_callout.core.policy import resolve
 from faststream_callout.protocol.claims import AuthorizationRequest
 
 __all__ = [
@@ -61,7 +60,6 @@ __all__ = [
 ]
 
 logger: Final = logging.getLogger("faststream_callout")
-_T = TypeVar("_T")
 
 LOCKED_REASON: Final = "too many failed attempts; try again later"
 BUSY_REASON: Final = "too many attempts at once; try again later"
@@ -103,6 +101,8 @@ def source_of(host: str, *, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> str
     billions of fresh budgets. IPv4-mapped IPv6 addresses count as IPv4.
     Anything that is not an IP address is returned as it is.
     """
+    if ipv4_prefix == 32 and host.count(".") == 3 and host.replace(".", "").isdigit():
+        return f"{host}/32"  # nats-server writes IPv4 addresses canonically: no parsing
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -126,11 +126,11 @@ class Attempt:
 
     subject: str
     source: str
+    pair: str = field(init=False, repr=False)
+    """The key of the subject from this source (empty without a subject)."""
 
-    @property
-    def pair(self) -> str:
-        """The key of the subject from this source (empty without a subject)."""
-        return f"{self.subject}|{self.source}" if self.subject else ""
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pair", f"{self.subject}|{self.source}" if self.subject else "")
 
     @property
     def keys(self) -> tuple[str, str, str]:
@@ -166,6 +166,9 @@ class ThrottleRecord:
     next_turn: float = 0.0
     trusted_until: float = 0.0
     expires_at: float = 0.0
+
+
+_EMPTY: Final = ThrottleRecord()
 
 
 def _live(record: ThrottleRecord | None, now: float) -> ThrottleRecord | None:
@@ -206,16 +209,17 @@ class Backoff:
 
     def count_failure(self, record: ThrottleRecord | None, now: float) -> ThrottleRecord:
         """``record`` with one more failure at ``now`` (a forgotten one starts over)."""
-        live = _live(record, now) or ThrottleRecord()
+        live = _live(record, now) or _EMPTY
         failures = live.failures + 1
         period = self.lockout(failures)
         locked_until = now + period if period else 0.0
-        return dataclasses.replace(
-            live,
-            failures=failures,
-            last_failure=now,
-            locked_until=locked_until,
-            expires_at=max(now + self.forget_after, locked_until, live.trusted_until),
+        return ThrottleRecord(
+            failures,
+            now,
+            locked_until,
+            live.next_turn,
+            live.trusted_until,
+            max(now + self.forget_after, locked_until, live.trusted_until),
         )
 
 
@@ -361,7 +365,15 @@ class ThrottlePolicy:
         start = max(now, live.next_turn + self.per_subject.lockout(live.failures))
         if start - now > max_wait:
             return subject, None
-        return dataclasses.replace(live, next_turn=start), start
+        reserved = ThrottleRecord(
+            live.failures,
+            live.last_failure,
+            live.locked_until,
+            start,
+            live.trusted_until,
+            live.expires_at,
+        )
+        return reserved, start
 
     def trust(self, pair: ThrottleRecord | None, now: float) -> ThrottleRecord:
         """The pair after a login: failures cleared, the source trusted for ``trust_for``."""
@@ -408,21 +420,20 @@ class ThrottleStore(Protocol):
     revision, retried), and should drop records after their ``expires_at``.
     """
 
-    def load(self, keys: Sequence[str]) -> object:
-        """The records of ``keys`` (``None`` for a missing one), in order.
-
-        Returns a sequence of ``ThrottleRecord | None``, or an awaitable of one.
-        """
+    def load(
+        self, keys: Sequence[str]
+    ) -> Sequence[ThrottleRecord | None] | Awaitable[Sequence[ThrottleRecord | None]]:
+        """The records of ``keys`` (``None`` for a missing one), in order."""
         ...
 
     def update(
         self, key: str, change: Callable[[ThrottleRecord | None], ThrottleRecord | None]
-    ) -> object:
+    ) -> ThrottleRecord | Awaitable[ThrottleRecord | None] | None:
         """Atomically replace the record of ``key`` by ``change(record)``; ``None`` deletes it.
 
         ``change`` is pure and may be called more than once (retries after a
         conflict); the value stored is that of its last call. Returns the new
-        record, or an awaitable of it.
+        record.
         """
         ...
 
@@ -442,6 +453,7 @@ class MemoryStore:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
+        self._size = 0
         # Tiers in eviction order; each an LRU by last update.
         self._tiers: tuple[OrderedDict[str, ThrottleRecord], ...] = (
             OrderedDict(),
@@ -475,11 +487,13 @@ class MemoryStore:
         for tier in self._tiers:
             old = tier.pop(key, None)
             if old is not None:
+                self._size -= 1
                 break
         new = change(old)
         if new is not None:
             self._tiers[self._tier(new)][key] = new
-            if len(self) > self.max_entries:
+            self._size += 1
+            if self._size > self.max_entries:
                 self._evict()
         return new
 
@@ -487,51 +501,17 @@ class MemoryStore:
         for tier in self._tiers:
             if tier:
                 tier.popitem(last=False)
+                self._size -= 1
                 return
 
     def __len__(self) -> int:
-        return sum(len(tier) for tier in self._tiers)
+        return self._size
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
 
 
 # -- the throttle: the policy over a store -------------------------------------------------
-
-
-_Steps = Generator[Callable[[], object], Any, _T]
-
-
-def _drive(steps: _Steps[_T]) -> _T | Awaitable[_T]:
-    """Run ``steps`` (store calls) synchronously while the store answers synchronously.
-
-    The first awaitable hands the rest to :func:`_drive_async`: one sequence of
-    steps serves sync and async stores alike, and an in-memory store costs no
-    coroutine or timer.
-    """
-    try:
-        call = next(steps)
-        while True:
-            result = call()
-            if inspect.isawaitable(result):
-                return _drive_async(steps, result)
-            call = steps.send(result)
-    except StopIteration as done:
-        value: _T = done.value
-        return value
-
-
-async def _drive_async(steps: _Steps[_T], pending: Awaitable[object]) -> _T:
-    try:
-        call = steps.send(await pending)
-        while True:
-            result = call()
-            if inspect.isawaitable(result):
-                result = await result
-            call = steps.send(result)
-    except StopIteration as done:
-        value: _T = done.value
-        return value
 
 
 @dataclass(slots=True)
@@ -547,6 +527,11 @@ class _Reservation:
         record, self.start = self.policy.take_turn(record, self.now, self.max_wait)
         return record
 
+    def admission(self) -> Admission:
+        if self.start is None:
+            return _LOCKED
+        return Admission(wait=self.start - self.now)
+
 
 class Throttle:
     """Brute-force protection: a :class:`ThrottlePolicy` applied to the records of a store.
@@ -554,10 +539,10 @@ class Throttle:
     Provide one to the pipeline (``CalloutPipeline(throttle=...)``, or
     ``PolicyProvider(throttle=...)``). :class:`MemoryThrottle` keeps the records
     in this process; to share them between instances, pass a store that
-    shares them.
+    shares them: the same policy then applies to the shared counts.
 
     Args:
-        store: where the records live (sync or async).
+        store: where the records live; its methods may be sync or async.
         policy: the limits; :class:`ThrottlePolicy` defaults when ``None``.
         clock: seconds; wall time (the default) for a store shared between processes.
 
@@ -582,32 +567,30 @@ class Throttle:
         """Whether ``attempt`` may be looked up, waiting at most ``max_wait`` s for a turn.
 
         An admission with ``wait`` has reserved the subject's turn that many
-        seconds from now. Awaitable when the store is async.
+        seconds from now. Awaitable here; :class:`MemoryThrottle` answers at once.
         """
-        return _drive(self._check(attempt, max_wait))
+        return self._check(attempt, max_wait)
 
-    def record(self, attempt: Attempt, result: AttemptResult) -> object:
-        """Count how ``attempt`` ended. Awaitable when the store is async."""
-        return _drive(self._record(attempt, result))
+    def record(self, attempt: Attempt, result: AttemptResult) -> Awaitable[None] | None:
+        """Count how ``attempt`` ended. Awaitable here; :class:`MemoryThrottle` counts at once."""
+        return self._record(attempt, result)
 
-    def _check(self, attempt: Attempt, max_wait: float) -> _Steps[Admission]:
+    async def _check(self, attempt: Attempt, max_wait: float) -> Admission:
         now = self._clock()
         present = [key for key in attempt.keys if key]
-        loaded: Sequence[ThrottleRecord | None] = yield functools.partial(self.store.load, present)
+        loaded = await resolve(self.store.load(present))
         found = dict(zip(present, loaded, strict=True))
         pair, subject, source = (found.get(key) for key in attempt.keys)
         admission = self.policy.admission(pair, subject, source, now)
         if isinstance(admission, Admission):
             return admission
         reservation = _Reservation(self.policy, now, max_wait)
-        yield functools.partial(self.store.update, attempt.subject, reservation.change)
-        if reservation.start is None:
-            return _LOCKED
-        return Admission(wait=reservation.start - now)
+        await resolve(self.store.update(attempt.subject, reservation.change))
+        return reservation.admission()
 
-    def _record(self, attempt: Attempt, result: AttemptResult) -> _Steps[None]:
+    async def _record(self, attempt: Attempt, result: AttemptResult) -> None:
         for key, change in self.policy.changes(attempt, result, self._clock()):
-            yield functools.partial(self.store.update, key, change)
+            await resolve(self.store.update(key, change))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.store).__name__})"
@@ -633,6 +616,27 @@ class MemoryThrottle(Throttle):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(MemoryStore(max_entries), policy, clock=clock)
+
+    # The same steps as Throttle's, without awaiting: no coroutine, no timer.
+
+    def check(self, attempt: Attempt, max_wait: float = 0.0) -> Admission:
+        """Whether ``attempt`` may be looked up, waiting at most ``max_wait`` s for a turn."""
+        now = self._clock()
+        store = self.store
+        pair, subject, source = attempt.keys
+        admission = self.policy.admission(
+            store.get(pair), store.get(subject), store.get(source), now
+        )
+        if isinstance(admission, Admission):
+            return admission
+        reservation = _Reservation(self.policy, now, max_wait)
+        store.update(subject, reservation.change)
+        return reservation.admission()
+
+    def record(self, attempt: Attempt, result: AttemptResult) -> None:
+        """Count how ``attempt`` ended."""
+        for key, change in self.policy.changes(attempt, result, self._clock()):
+            self.store.update(key, change)
 
     def __len__(self) -> int:
         return len(self.store)

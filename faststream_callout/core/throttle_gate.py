@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
@@ -123,42 +122,50 @@ class ThrottleGate:
         except Exception:
             logger.exception("throttle failed; not throttling")
             return await lookup()
-        if not (attempt.subject or attempt.source):
-            return await lookup()
-        async with self._turn(attempt.pair, deadline):
-            admission = await self._check(attempt, deadline)
-            if not admission.admitted:
-                raise Throttled(admission.reason)
-            # Trusted attempts are neither capped nor counted: a reconnect storm
-            # behind one NAT gets in; a flood of new names from it does not.
-            source = attempt.source if not admission.trusted else ""
-            if source:
-                cap = self.throttle.policy.max_in_flight
-                if cap is not None and self.in_flight(source) >= cap:
-                    raise Throttled(BUSY_REASON)
-                self._in_flight[source] = self.in_flight(source) + 1
-            result: AttemptResult | None = AttemptResult.UNANSWERED
-            token = _ADMITTED.set(AdmittedAttempt(attempt, admission.trusted))
-            try:
-                if admission.wait > 0:
-                    await asyncio.sleep(admission.wait)  # the turn reserved for it
-                identity = await lookup()
-            except Throttled:
-                raise  # shed: the source's count, not the user's
-            except Denied:
-                result = AttemptResult.FAILED
-                raise
-            except (Drop, asyncio.CancelledError):
-                result = None  # the policy chose silence / shutting down: not an attempt
-                raise
-            else:
-                result = AttemptResult.SUCCEEDED
-                return identity
-            finally:
-                _ADMITTED.reset(token)
-                self._leave(source)
-                if result is not None:
-                    await self._record(attempt, result, deadline)
+        if not attempt.subject:
+            return await self._admitted(attempt, deadline, lookup)
+        turn = await self._take_turn(attempt.pair, deadline)
+        try:
+            return await self._admitted(attempt, deadline, lookup)
+        finally:
+            self._end_turn(attempt.pair, turn)
+
+    async def _admitted(
+        self, attempt: Attempt, deadline: float, lookup: Callable[[], Awaitable[_T]]
+    ) -> _T:
+        admission = await self._check(attempt, deadline)
+        if not admission.admitted:
+            raise Throttled(admission.reason)
+        # Trusted attempts are neither capped nor counted: a reconnect storm
+        # behind one NAT gets in; a flood of new names from it does not.
+        source = attempt.source if not admission.trusted else ""
+        if source:
+            cap = self.throttle.policy.max_in_flight
+            if cap is not None and self.in_flight(source) >= cap:
+                raise Throttled(BUSY_REASON)
+            self._in_flight[source] = self.in_flight(source) + 1
+        result: AttemptResult | None = AttemptResult.UNANSWERED
+        token = _ADMITTED.set(AdmittedAttempt(attempt, admission.trusted))
+        try:
+            if admission.wait > 0:
+                await asyncio.sleep(admission.wait)  # the turn reserved for it
+            identity = await lookup()
+        except Throttled:
+            raise  # shed: the source's count, not the user's
+        except Denied:
+            result = AttemptResult.FAILED
+            raise
+        except (Drop, asyncio.CancelledError):
+            result = None  # the policy chose silence / shutting down: not an attempt
+            raise
+        else:
+            result = AttemptResult.SUCCEEDED
+            return identity
+        finally:
+            _ADMITTED.reset(token)
+            self._leave(source)
+            if result is not None:
+                await self._record(attempt, result, deadline)
 
     def _leave(self, source: str) -> None:
         if not source:
@@ -173,7 +180,9 @@ class ThrottleGate:
         # A turn may take two thirds of what is left; the lookup gets the rest.
         max_wait = max(0.0, (deadline - asyncio.get_running_loop().time()) * 2 / 3)
         try:
-            admission = await resolve_by(deadline, self.throttle.check(attempt, max_wait))
+            admission = self.throttle.check(attempt, max_wait)
+            if not isinstance(admission, Admission):
+                admission = await resolve_by(deadline, admission)
         except TimeoutError:
             raise
         except Exception:
@@ -188,11 +197,12 @@ class ThrottleGate:
         except Exception:
             logger.exception("throttle failed to record a %s attempt", result.value)
             return
-        if not inspect.isawaitable(recorded):
+        if recorded is None or not inspect.isawaitable(recorded):
             return
         if asyncio.get_running_loop().time() < deadline:
             try:
-                await resolve_by(deadline, recorded)
+                async with asyncio.timeout_at(deadline):
+                    await recorded
             except Exception:
                 logger.exception("throttle failed to record a %s attempt", result.value)
             return
@@ -209,11 +219,7 @@ class ThrottleGate:
         except Exception:
             logger.exception("throttle failed to record a %s attempt", result.value)
 
-    @asynccontextmanager
-    async def _turn(self, pair: str, deadline: float) -> AsyncIterator[None]:
-        if not pair:
-            yield
-            return
+    async def _take_turn(self, pair: str, deadline: float) -> _Turn:
         turn = self._turns.get(pair)
         if turn is None:
             turn = self._turns[pair] = _Turn()
@@ -224,11 +230,16 @@ class ThrottleGate:
                     await turn.lock.acquire()
             else:
                 await turn.lock.acquire()
-            try:
-                yield
-            finally:
-                turn.lock.release()
-        finally:
-            turn.users -= 1
-            if turn.users == 0:
-                del self._turns[pair]
+        except BaseException:
+            self._leave_turn(pair, turn)
+            raise
+        return turn
+
+    def _end_turn(self, pair: str, turn: _Turn) -> None:
+        turn.lock.release()
+        self._leave_turn(pair, turn)
+
+    def _leave_turn(self, pair: str, turn: _Turn) -> None:
+        turn.users -= 1
+        if turn.users == 0:
+            del self._turns[pair]
