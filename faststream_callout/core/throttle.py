@@ -27,7 +27,6 @@ import enum
 import functools
 import hashlib
 import ipaddress
-import logging
 import time
 import unicodedata
 from collections import OrderedDict
@@ -58,8 +57,6 @@ __all__ = [
     "fold_name",
     "source_of",
 ]
-
-logger: Final = logging.getLogger("faststream_callout")
 
 LOCKED_REASON: Final = "too many failed attempts; try again later"
 BUSY_REASON: Final = "too many attempts at once; try again later"
