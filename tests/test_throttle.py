@@ -647,7 +647,8 @@ async def test_attempts_in_flight_per_source_are_capped(
     """Issue 14, item 1: beyond the cap, an immediate signed denial and no lookup."""
     names = [f"n{n}" for n in range(10)]
     lookup = Lookup(delay=0.3, slow={*names, "alice"})
-    pipeline = make(keys, MemoryThrottle(ThrottlePolicy(max_in_flight=3)), lookup=lookup)
+    throttle = MemoryThrottle(ThrottlePolicy(max_in_flight=3))
+    pipeline = make(keys, throttle, lookup=lookup)
     decision, _ = await login(pipeline, server, client_host="10.6.6.6")  # alice's own source
     assert decision.allowed
     started = time.perf_counter()
@@ -672,6 +673,9 @@ async def test_attempts_in_flight_per_source_are_capped(
     assert time.perf_counter() - started < 1.0
     assert pipeline._gate is not None
     assert pipeline._gate.in_flight("src:10.6.6.6/32") == 0
+    source = throttle.store.get("src:10.6.6.6/32")
+    assert source is not None
+    assert source.failures == 3 + 7  # the refused ones count against the source too
 
 
 async def test_ipv6_sources_count_by_their_64(keys: SigningKeys, server: FakeServer) -> None:

@@ -225,7 +225,7 @@ class AttemptResult(enum.Enum):
 
     SUCCEEDED = "succeeded"  # the lookup returned an identity
     FAILED = "failed"  # Denied (wrong or unknown credentials): counts everywhere
-    UNANSWERED = "unanswered"  # timed out, shed or failed: counts against the source only
+    UNANSWERED = "unanswered"  # too many at once, timed out, shed, failed: the source only
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,9 +272,10 @@ class ThrottlePolicy:
             period (1 s), each waiting at most 2/3 of its decision budget
             (refused when no turn is free in time). Never a refusal outright.
         per_source: attempts from one source that did not succeed (wrong or
-            unknown credentials, timeouts, shed load, errors): 100 free, then
-            the source is refused for 1 s, doubling to 1 min, except for
-            subjects it is trusted for.
+            unknown credentials, too many at once, timeouts, shed load,
+            errors; not those refused by a lockout): 100 free, then the source
+            is refused for 1 s, doubling to 1 min, except for subjects it is
+            trusted for.
         max_in_flight: attempts from one source being decided at once, per
             process (not counting trusted ones); more are refused at once.
             ``None``: no cap.

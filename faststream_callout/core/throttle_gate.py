@@ -78,10 +78,10 @@ class ThrottleGate:
     the check before the first failure is recorded; no other attempts wait for
     each other. At most ``policy.max_in_flight`` attempts per source that it
     is not trusted for are looked up at once; more are refused without a
-    lookup. Every admitted attempt is counted: a success, a failure (Denied),
-    or one that went unanswered (timed out, shed, failed: the source's count
-    only). A throttle that raises is logged and ignored: a broken store must
-    not lock anyone out.
+    lookup. Every attempt past the lockouts is counted: a success, a failure
+    (Denied), or one that went unanswered (too many at once, timed out, shed,
+    failed: the source's count only). A throttle that raises is logged and
+    ignored: a broken store must not lock anyone out.
 
     Args:
         throttle: the policy and its records.
@@ -142,6 +142,8 @@ class ThrottleGate:
         if source:
             cap = self.throttle.policy.max_in_flight
             if cap is not None and self.in_flight(source) >= cap:
+                # Counted against the source (only): a flood locks its source out sooner.
+                await self._record(attempt, AttemptResult.UNANSWERED, deadline)
                 raise Throttled(BUSY_REASON)
             self._in_flight[source] = self.in_flight(source) + 1
         result: AttemptResult | None = AttemptResult.UNANSWERED
