@@ -89,14 +89,15 @@ def small_policy(**changes: Any) -> ThrottlePolicy:
 
 
 def attempt(user: str = "alice", host: str = "10.0.0.1") -> Attempt:
-    return ThrottlePolicy().attempt(request(user=user, host=host))
+    """The keys of ``user`` from ``host`` (as ThrottlePolicy.attempt makes them)."""
+    return Attempt(f"user:{fold_name(user)}", f"src:{source_of(host)}")
+
+
+MINTER = FakeServer.config_mode(KeyPair.create_account().public_key)
 
 
 def request(*, user: str = "", host: str = "10.0.0.1", **connect: Any) -> AuthorizationRequest:
-    minted = FakeServer.config_mode(KeyPair.create_account().public_key).request(
-        user=user, client_host=host, now=T, **connect
-    )
-    return minted.claims.nats
+    return MINTER.request(user=user, client_host=host, now=T, **connect).claims.nats
 
 
 def fail(throttle: MemoryThrottle, *attempts: Attempt, times: int = 1) -> None:
@@ -320,7 +321,7 @@ def test_attempt_keys() -> None:
     assert policy.attempt(request(user="x", host="")).source == ""
 
     alice = policy.attempt(request(user="alice", host="203.0.113.7"))
-    assert alice == Attempt("user:alice", "src:203.0.113.7/32")
+    assert alice == Attempt("user:alice", "src:203.0.113.7/32") == attempt("alice", "203.0.113.7")
     assert alice.pair == "user:alice|src:203.0.113.7/32"
     # IPv6 by /64 (a host's usual allocation); IPv4-mapped addresses as IPv4.
     for host in ("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:DB8:1:2::abcd"):
