@@ -648,10 +648,25 @@ async def test_attempts_in_flight_per_source_are_capped(
     """Issue 14, item 1: beyond the cap, an immediate signed denial and no lookup."""
     names = [f"n{n}" for n in range(10)]
     lookup = Lookup(delay=0.3, slow={*names, "alice"})
-    throttle = MemoryThrottle(ThrottlePolicy(max_in_flight=3))
+    source_allowance = Backoff(free_failures=12, max_lockout=60.0)
+    throttle = MemoryThrottle(ThrottlePolicy(max_in_flight=3, per_source=source_allowance))
     pipeline = make(keys, throttle, lookup=lookup)
     decision, _ = await login(pipeline, server, client_host="10.6.6.6")  # alice's own source
     assert decision.allowed
+    # An honest burst from one address (four wrong passwords in it) is not capped...
+    burst = await asyncio.gather(
+        *(
+            login(pipeline, server, user=f"b{n}", password="x", client_host="10.6.6.6")
+            for n in range(4)
+        ),
+        *(login(pipeline, server, user="bob", client_host="10.6.6.6") for _ in range(4)),
+    )
+    assert [d.outcome for d, _ in burst] == [Outcome.DENIED] * 4 + [Outcome.ALLOWED] * 4
+    assert lookup.calls == 1 + 8
+    # ...but with half of its 12 free unsuccessful attempts used, the source is.
+    for user in ("b4", "b5"):
+        await login(pipeline, server, user=user, password="x", client_host="10.6.6.6")
+    lookup.calls = 0
     started = time.perf_counter()
     flood = [
         login(pipeline, server, user=name, password="x", client_host="10.6.6.6") for name in names
@@ -670,13 +685,13 @@ async def test_attempts_in_flight_per_source_are_capped(
             assert_signed_denial(decision, verdict, BUSY_REASON)
             assert decision.latency < 0.1  # at once, not after the lookups
     assert [decision.allowed for decision, _ in results[len(names) :]] == [True, True]
-    assert lookup.calls == 1 + 3 + 2
+    assert lookup.calls == 3 + 2
     assert time.perf_counter() - started < 1.0
     assert pipeline._gate is not None
     assert pipeline._gate.in_flight("src:10.6.6.6/32") == 0
     source = throttle.store.get("src:10.6.6.6/32")
     assert source is not None
-    assert source.failures == 3 + 7  # the refused ones count against the source too
+    assert source.failures == 6 + 3 + 7  # the refused ones count against the source too
 
 
 async def test_ipv6_sources_count_by_their_64(keys: SigningKeys, server: FakeServer) -> None:

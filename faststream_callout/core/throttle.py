@@ -237,6 +237,8 @@ class Admission:
         reason: why not (the denial's reason).
         wait: seconds to wait for the attempt's turn before the lookup.
         trusted: the source logged this subject in recently.
+        capped: the source's attempts in flight are capped (``max_in_flight``):
+            it has half its free unsuccessful attempts on record.
 
     """
 
@@ -244,18 +246,20 @@ class Admission:
     reason: str = ""
     wait: float = 0.0
     trusted: bool = False
+    capped: bool = False
 
 
 _ADMIT: Final = Admission()
+_ADMIT_CAPPED: Final = Admission(capped=True)
 _ADMIT_TRUSTED: Final = Admission(trusted=True)
 _LOCKED: Final = Admission(admitted=False, reason=LOCKED_REASON)
 
 
+@dataclass(frozen=True, slots=True)
 class _TurnNeeded:
     """The subject is past its free failures: the attempt must reserve a turn."""
 
-
-_TURN_NEEDED: Final = _TurnNeeded()
+    capped: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -276,9 +280,11 @@ class ThrottlePolicy:
             errors; not those refused by a lockout): 100 free, then the source
             is refused for 1 s, doubling to 1 min, except for subjects it is
             trusted for.
-        max_in_flight: attempts from one source being decided at once, per
-            process (not counting trusted ones); more are refused at once.
-            ``None``: no cap.
+        max_in_flight: attempts from one source being looked up at once, per
+            process, once the source has half its free unsuccessful attempts
+            on record (trusted attempts are not counted); more are refused at
+            once. An honest burst (a fleet behind one NAT reconnecting after a
+            restart, with a few wrong passwords) is not capped. ``None``: no cap.
         trust_for: seconds a source stays trusted for a subject after logging it in.
         ipv4_prefix: IPv4 addresses in one network of this size count as one source.
         ipv6_prefix: the same for IPv6 (a /64 is usually one host or site).
@@ -344,9 +350,11 @@ class ThrottlePolicy:
             return _ADMIT_TRUSTED  # other sources' failures do not block a known source
         if source is not None and source.locked_until > now:
             return _LOCKED
+        # Half the source's allowance used up: it may be flooding; cap it.
+        capped = source is not None and 2 * source.failures >= self.per_source.free_failures
         if subject is not None and subject.failures > self.per_subject.free_failures:
-            return _TURN_NEEDED
-        return _ADMIT
+            return _TurnNeeded(capped)
+        return _ADMIT_CAPPED if capped else _ADMIT
 
     def take_turn(
         self, subject: ThrottleRecord | None, now: float, max_wait: float
@@ -519,6 +527,7 @@ class _Reservation:
     policy: ThrottlePolicy
     now: float
     max_wait: float
+    capped: bool
     start: float | None = None
 
     def change(self, record: ThrottleRecord | None) -> ThrottleRecord | None:
@@ -528,7 +537,7 @@ class _Reservation:
     def admission(self) -> Admission:
         if self.start is None:
             return _LOCKED
-        return Admission(wait=self.start - self.now)
+        return Admission(wait=self.start - self.now, capped=self.capped)
 
 
 class Throttle:
@@ -582,7 +591,7 @@ class Throttle:
         admission = self.policy.admission(pair, subject, source, now)
         if isinstance(admission, Admission):
             return admission
-        reservation = _Reservation(self.policy, now, max_wait)
+        reservation = _Reservation(self.policy, now, max_wait, admission.capped)
         await resolve(self.store.update(attempt.subject, reservation.change))
         return reservation.admission()
 
@@ -627,7 +636,7 @@ class MemoryThrottle(Throttle):
         )
         if isinstance(admission, Admission):
             return admission
-        reservation = _Reservation(self.policy, now, max_wait)
+        reservation = _Reservation(self.policy, now, max_wait, admission.capped)
         store.update(subject, reservation.change)
         return reservation.admission()
 

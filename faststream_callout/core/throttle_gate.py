@@ -76,9 +76,10 @@ class ThrottleGate:
     Attempts for one subject from one source take turns from the throttle
     check until their result is counted, so concurrent guesses cannot all pass
     the check before the first failure is recorded; no other attempts wait for
-    each other. At most ``policy.max_in_flight`` attempts per source that it
-    is not trusted for are looked up at once; more are refused without a
-    lookup. Every attempt past the lockouts is counted: a success, a failure
+    each other. Once a source has half its free unsuccessful attempts on
+    record, at most ``policy.max_in_flight`` of its attempts (not counting
+    trusted ones) are looked up at once; more are refused without a lookup.
+    Every attempt past the lockouts is counted: a success, a failure
     (Denied), or one that went unanswered (too many at once, timed out, shed,
     failed: the source's count only). A throttle that raises is logged and
     ignored: a broken store must not lock anyone out.
@@ -93,7 +94,7 @@ class ThrottleGate:
     def __init__(self, throttle: Throttle) -> None:
         self.throttle = throttle
         self._turns: dict[str, _Turn] = {}  # pairs with an attempt under way
-        self._in_flight: dict[str, int] = {}  # sources with untrusted lookups under way
+        self._in_flight: dict[str, int] = {}  # capped sources with lookups under way
         self._tasks: set[asyncio.Task[None]] = set()  # late records
 
     @property
@@ -102,7 +103,7 @@ class ThrottleGate:
         return len(self._turns)
 
     def in_flight(self, source: str) -> int:
-        """Untrusted attempts from ``source`` being looked up now."""
+        """Capped attempts from ``source`` being looked up now."""
         return self._in_flight.get(source, 0)
 
     async def admit(
@@ -136,9 +137,9 @@ class ThrottleGate:
         admission = await self._check(attempt, deadline)
         if not admission.admitted:
             raise Throttled(admission.reason)
-        # Trusted attempts are neither capped nor counted: a reconnect storm
-        # behind one NAT gets in; a flood of new names from it does not.
-        source = attempt.source if not admission.trusted else ""
+        # Only a source with many unsuccessful attempts is capped, never a trusted
+        # attempt: a reconnect storm behind one NAT gets in, a flood from it does not.
+        source = attempt.source if admission.capped else ""
         if source:
             cap = self.throttle.policy.max_in_flight
             if cap is not None and self.in_flight(source) >= cap:
