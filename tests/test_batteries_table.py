@@ -8,6 +8,7 @@ import json
 import statistics
 import threading
 import time
+from collections.abc import Callable
 
 import argon2
 import bcrypt
@@ -17,6 +18,7 @@ from batteries_support import make_request
 from faststream_callout import ConfigurationError, Denied
 from faststream_callout.batteries import NotApplicable
 from faststream_callout.batteries import table as table_module
+from faststream_callout.batteries._pool import FairPool
 from faststream_callout.batteries.table import (
     StaticTable,
     TableToken,
@@ -26,6 +28,7 @@ from faststream_callout.batteries.table import (
     main,
     new_token,
 )
+from faststream_callout.core.throttle import SHED_REASON, Throttled
 
 # Cheap parameters keep the suite fast; production hashes use the library defaults.
 FAST_ARGON2 = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -133,9 +136,8 @@ async def test_bcrypt_reads_72_bytes_like_every_bcrypt():
 # -- timing and threads -----------------------------------------------------------------------
 
 
-async def test_unknown_users_are_checked_against_a_dummy_with_the_same_parameters(
-    table, monkeypatch
-):
+def spy_on_checks(monkeypatch) -> list[str]:
+    """The hashes the table checks passwords against, in order."""
     seen: list[str] = []
     real = table_module._verify
 
@@ -144,15 +146,59 @@ async def test_unknown_users_are_checked_against_a_dummy_with_the_same_parameter
         return real(password_hash, password)
 
     monkeypatch.setattr(table_module, "_verify", spy)
-    with pytest.raises(NotApplicable):
-        await table.lookup(make_request(user="nobody", password="guess"))
+    return seen
+
+
+async def test_unknown_users_are_checked_against_a_dummy_with_the_same_parameters(
+    hashes, monkeypatch
+):
+    seen = spy_on_checks(monkeypatch)
+    table = StaticTable([TableUser("alice", hashes["alice"]), TableUser("a2", hashes["alice"])])
+    try:
+        with pytest.raises(NotApplicable):
+            await table.lookup(make_request(user="nobody", password="guess"))
+    finally:
+        table.close()
     assert len(seen) == 1
     dummy = seen[0]
     assert dummy != table.users["alice"].password_hash
-    # The table's most common kind (two argon2 entries, one bcrypt): same parameters.
-    assert argon2.extract_parameters(dummy) == argon2.extract_parameters(
-        table.users["alice"].password_hash
-    )
+    assert argon2.extract_parameters(dummy) == argon2.extract_parameters(hashes["alice"])
+
+
+async def test_a_mixed_table_is_logged_and_unknown_users_cost_the_slowest_kind(monkeypatch, caplog):
+    """Issue 14, item 7: a bcrypt user in an argon2 table answered 2.5x slower than the rest."""
+    cheap = FAST_ARGON2.hash("pw")  # about a millisecond
+    slow = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=11)).decode()  # over 50 ms
+    with caplog.at_level("WARNING", logger="faststream_callout.batteries"):
+        table = StaticTable(
+            [TableUser("a1", cheap), TableUser("a2", cheap), TableUser("b", slow)], hash_workers=1
+        )
+    warning = [r.getMessage() for r in caplog.records if "mixes" in r.getMessage()]
+    assert warning == [
+        (
+            "the table mixes password hash kinds (argon2id t=1 m=1024 KiB p=1 for 2 users, "
+            "bcrypt cost 11 for 1 user): response times tell them apart, and unknown users "
+            "are checked against the slowest; rehash every password to one kind"
+        )
+    ]
+    seen = spy_on_checks(monkeypatch)
+
+    async def timed(user: str) -> float:
+        start = time.perf_counter()
+        with pytest.raises(Denied):
+            await table.lookup(make_request(user=user, password="guess"))
+        return time.perf_counter() - start
+
+    try:
+        await timed("nobody")  # warm up: the dummy is made in the background
+        assert seen[0].startswith("$2b$11$")  # the dummy is of the slowest kind: bcrypt
+        bcrypt_user = statistics.median([await timed("b") for _ in range(3)])
+        unknown = statistics.median([await timed("nobody") for _ in range(3)])
+        argon2_user = statistics.median([await timed("a1") for _ in range(3)])
+    finally:
+        table.close()
+    assert 0.5 < unknown / bcrypt_user < 2.0, (bcrypt_user, unknown)
+    assert argon2_user < unknown  # the tell the warning is about
 
 
 async def test_unknown_and_known_users_take_comparable_time():
@@ -198,7 +244,8 @@ async def test_checks_run_off_the_event_loop_with_bounded_concurrency(hashes, mo
                 active -= 1
 
     monkeypatch.setattr(table_module, "_verify", spy)
-    table = StaticTable([TableUser("alice", hashes["alice"])], hash_workers=2)
+    # Three threads: one is kept for returning users (none here), two run these.
+    table = StaticTable([TableUser("alice", hashes["alice"])], hash_workers=3)
     ticks = 0
 
     async def ticker() -> None:
@@ -209,8 +256,11 @@ async def test_checks_run_off_the_event_loop_with_bounded_concurrency(hashes, mo
 
     ticking = asyncio.create_task(ticker())
     try:
-        results = await asyncio.gather(
-            *(table.lookup(make_request(user="alice", password=ALICE_PW)) for _ in range(6))
+        results = await asyncio.gather(  # from six addresses: one source uses one thread
+            *(
+                table.lookup(make_request(user="alice", password=ALICE_PW, host=f"10.0.0.{n}"))
+                for n in range(6)
+            )
         )
     finally:
         ticking.cancel()
@@ -219,6 +269,135 @@ async def test_checks_run_off_the_event_loop_with_bounded_concurrency(hashes, mo
     assert most == 2
     assert all(name.startswith("callout-password") for name in threads)
     assert ticks >= 10  # the loop kept running while passwords were checked
+
+
+async def test_names_are_matched_folded_like_the_throttle_counts_them(hashes):
+    table = StaticTable([TableUser("Alice", hashes["alice"])])
+    try:
+        for spelling in ("Alice", "alice", "ALICE", "alice\u200b", "\uff41lice"):
+            identity = await table.lookup(make_request(user=spelling, password=ALICE_PW))
+            assert identity.name == "Alice"  # as written in the table
+        with pytest.raises(NotApplicable):
+            await table.lookup(make_request(user="alic", password=ALICE_PW))
+    finally:
+        table.close()
+    with pytest.raises(ConfigurationError, match=r"users.bob: the same name as users.BOB"):
+        StaticTable([TableUser("BOB", hashes["bob"]), TableUser("bob", hashes["bob"])])
+    with pytest.raises(ConfigurationError, match="no visible characters"):
+        StaticTable([TableUser("\u200b", hashes["bob"])])
+
+
+# -- the hash queue: fair between sources, bounded ---------------------------------------------
+
+
+class Blocked:
+    """Jobs for a pool of one thread: the first holds the thread until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.order: list[str] = []
+
+    def job(self, name: str) -> Callable[[], str]:
+        def run() -> str:
+            if name.startswith(("first", "hold")):
+                self.release.wait(5)
+            self.order.append(name)
+            return name
+
+        return run
+
+
+async def submit(pool: FairPool, jobs: Blocked, name: str, source: str, **how: bool) -> str:
+    try:
+        return await pool.run(jobs.job(name), source=source, **how)
+    except Throttled as exc:
+        return f"{name} {exc.reason}"
+
+
+async def test_the_hash_queue_serves_trusted_checks_first_then_sources_in_turn():
+    pool, jobs = FairPool(1, 10, name="test-pool"), Blocked()
+    tasks = [asyncio.create_task(submit(pool, jobs, "first", "A"))]
+    await asyncio.sleep(0.05)  # running
+    tasks += [
+        asyncio.create_task(submit(pool, jobs, name, name[0].upper()))
+        for name in ("a1", "a2", "a3", "b1", "b2", "c1")
+    ]
+    tasks.append(asyncio.create_task(submit(pool, jobs, "t1", "D", trusted=True)))
+    await asyncio.sleep(0.01)
+    jobs.release.set()
+    await asyncio.gather(*tasks)
+    pool.close()
+    assert jobs.order == ["first", "t1", "a1", "b1", "c1", "a2", "b2", "a3"]
+    with pytest.raises(RuntimeError):
+        await pool.run(jobs.job("late"), source="A")
+
+
+async def test_a_thread_is_kept_for_returning_users():
+    pool, jobs = FairPool(2, 10, name="test-pool"), Blocked()
+    held = [asyncio.create_task(submit(pool, jobs, f"hold-{s}", s)) for s in "ABC"]
+    await asyncio.sleep(0.05)
+    assert pool.queued == 2  # one untrusted check runs, the other thread is kept
+    started = time.perf_counter()
+    assert await submit(pool, jobs, "returning", "D", trusted=True) == "returning"
+    assert time.perf_counter() - started < 0.5  # at once, on the kept thread
+    jobs.release.set()
+    await asyncio.gather(*held)
+    pool.close()
+    assert jobs.order[0] == "returning"
+
+
+async def test_a_full_hash_queue_sheds_the_newest_of_the_longest():
+    pool, jobs = FairPool(1, 3, name="test-pool"), Blocked()
+    tasks = [asyncio.create_task(submit(pool, jobs, "first", "A"))]
+    await asyncio.sleep(0.05)  # running: the queue is empty again
+    for name in ("a1", "a2", "a3", "b1", "c1"):
+        tasks.append(asyncio.create_task(submit(pool, jobs, name, name[0].upper())))
+        await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(submit(pool, jobs, "t1", "D", trusted=True)))
+    await asyncio.sleep(0.01)
+    # Full at three: b1 pushed out a3, c1 pushed out a2, the trusted t1 pushed out
+    # c1 (among equals the newest source goes).
+    assert pool.queued == 3
+    tasks[4].cancel()  # b1: a cancelled check leaves the queue at once
+    await asyncio.sleep(0.01)
+    assert pool.queued == 2
+    jobs.release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    pool.close()
+    shed = SHED_REASON
+    assert results[:4] == ["first", "a1", f"a2 {shed}", f"a3 {shed}"]
+    assert isinstance(results[4], asyncio.CancelledError)
+    assert results[5:] == [f"c1 {shed}", "t1"]
+    assert jobs.order == ["first", "t1", "a1"]
+
+
+async def test_a_full_table_queue_sheds_at_once(hashes, monkeypatch):
+    gate = threading.Event()
+    real = table_module._verify
+
+    def blocked(password_hash: str, password: bytes) -> bool:
+        gate.wait(5)
+        return real(password_hash, password)
+
+    monkeypatch.setattr(table_module, "_verify", blocked)
+    table = StaticTable([TableUser("alice", hashes["alice"])], hash_workers=1, hash_queue=2)
+    try:
+        checks = [
+            asyncio.create_task(table.lookup(make_request(user="alice", password=ALICE_PW)))
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        with pytest.raises(Throttled, match="service busy"):
+            await table.lookup(make_request(user="nobody", password="x"))
+        assert time.perf_counter() - started < 0.05
+        gate.set()
+        assert [i.name for i in await asyncio.gather(*checks)] == ["alice"] * 3
+    finally:
+        gate.set()
+        table.close()
+    with pytest.raises(ValueError, match="hash_queue"):
+        StaticTable(hash_queue=-1)
 
 
 # -- files ------------------------------------------------------------------------------------

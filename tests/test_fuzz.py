@@ -41,7 +41,7 @@ from faststream_callout import (
 )
 from faststream_callout.core.errors import InvalidJWTError
 from faststream_callout.core.pipeline import Decision, Outcome
-from faststream_callout.core.throttle import MemoryThrottle, ThrottlePolicy
+from faststream_callout.core.throttle import Backoff, MemoryThrottle, ThrottlePolicy
 from faststream_callout.integration.router import XKEY_HEADER
 from faststream_callout.protocol import jwt as nats_jwt
 from faststream_callout.protocol.claims import (
@@ -114,13 +114,15 @@ class Builder:
 
 
 def service(keys: SigningKeys, *, max_request_size: int = 256 * 1024) -> CalloutPipeline:
-    lenient = ThrottlePolicy(free_failures=10**9)
+    lenient = Backoff(free_failures=10**9)
     return CalloutPipeline(
         keys,
         Lookup(),
         Builder(),
         CalloutSettings(max_request_size=max_request_size),
-        throttle=MemoryThrottle(per_subject=lenient, per_host=lenient),
+        throttle=MemoryThrottle(
+            ThrottlePolicy(per_pair=lenient, per_subject=lenient, per_source=lenient)
+        ),
         clock=lambda: T,
     )
 

@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -36,11 +36,11 @@ from faststream_callout import (
 from faststream_callout.core.errors import Drop, InvalidJWTError, InvalidKeyError
 from faststream_callout.core.pipeline import Decision, Outcome, log_decision
 from faststream_callout.core.throttle import (
+    Backoff,
     MemoryThrottle,
-    NoThrottle,
     Throttle,
     ThrottlePolicy,
-    throttle_keys,
+    ThrottleRecord,
 )
 from faststream_callout.protocol import jwt as nats_jwt
 from faststream_callout.protocol.claims import (
@@ -369,20 +369,17 @@ async def test_many_slow_requests_are_all_answered_in_time(
         assert_signed_denial(decision, server.check(request, decision.reply, now=T))
 
 
-class SlowThrottle:
-    """A shared store that hangs (a NATS KV bucket during a partition)."""
+class SlowStore:
+    """A shared throttle store that hangs (a NATS KV bucket during a partition)."""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
 
-    async def blocked(self, keys: Iterable[str]) -> float:
+    async def load(self, keys: Sequence[str]) -> list[ThrottleRecord | None]:
         await asyncio.sleep(self.delay)
-        return 0.0
+        return [None] * len(keys)
 
-    async def failed(self, keys: Iterable[str]) -> None:
-        await asyncio.sleep(self.delay)
-
-    async def succeeded(self, keys: Iterable[str]) -> None:
+    async def update(self, key: str, change: Callable[..., ThrottleRecord | None]) -> None:
         await asyncio.sleep(self.delay)
 
 
@@ -392,7 +389,7 @@ async def test_hanging_throttle_store_does_not_outlast_the_deadline(
 ) -> None:
     budget = 0.1
     pipeline = make(
-        keys, throttle=SlowThrottle(30.0), settings=CalloutSettings(max_decision_time=budget)
+        keys, throttle=Throttle(SlowStore(30.0)), settings=CalloutSettings(max_decision_time=budget)
     )
     started = time.perf_counter()
     _, decision, verdict = await asyncio.wait_for(
@@ -659,401 +656,15 @@ async def test_default_limit_refuses_huge_bodies_without_parsing(
     assert calls(pipeline) == 0
 
 
-# --- brute force: the throttle itself ------------------------------------------------
+# --- brute force ---------------------------------------------------------------------
+# The throttle's own tests are in tests/test_throttle.py; the decision log and the
+# secret scan below use this one.
 
 
-def subject_policy(**fields: Any) -> ThrottlePolicy:
-    return ThrottlePolicy(
-        **{"free_failures": 3, "base_lockout": 1.0, "max_lockout": 8.0, "forget_after": 1000.0}
-        | fields
-    )
-
-
-def test_user_lockout_doubles_up_to_the_cap() -> None:
-    clock = Clock(0.0)
-    throttle = MemoryThrottle(
-        per_subject=subject_policy(), per_host=subject_policy(free_failures=1000), clock=clock
-    )
-    keys = ["user:alice", "host:10.0.0.1"]
-    for _ in range(3):  # the free failures
-        assert throttle.blocked(keys) == 0
-        throttle.failed(keys)
-    assert throttle.blocked(keys) == 0
-    lockouts = []
-    for _ in range(7):
-        throttle.failed(keys)
-        wait = throttle.blocked(keys)
-        lockouts.append(wait)
-        clock.advance(wait - 0.01)
-        assert throttle.blocked(keys) == pytest.approx(0.01)  # still locked just before
-        clock.advance(0.01)
-        assert throttle.blocked(keys) == 0  # and free again at the end
-    assert lockouts == pytest.approx([1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0])
-    # The host, with its own allowance, never locked.
-    assert throttle.blocked(["host:10.0.0.1"]) == 0
-
-
-def test_host_allowance_is_separate_and_looser() -> None:
-    clock = Clock(0.0)
-    throttle = MemoryThrottle(
-        per_subject=subject_policy(free_failures=2),
-        per_host=subject_policy(free_failures=6, base_lockout=5.0, max_lockout=60.0),
-        clock=clock,
-    )
-    # Six users fail once each from one NAT gateway: none of them is locked, nor the host.
-    for n in range(6):
-        throttle.failed([f"user:u{n}", "host:10.0.0.1"])
-    assert throttle.blocked(["user:u0", "host:10.0.0.1"]) == 0
-    # The seventh failure locks the host: a new user behind it must wait too...
-    throttle.failed(["user:u6", "host:10.0.0.1"])
-    assert throttle.blocked(["user:new", "host:10.0.0.1"]) == 5.0
-    # ...but not the same users elsewhere.
-    assert throttle.blocked(["user:u6", "host:10.9.9.9"]) == 0
-    # A user's own allowance is smaller: the third failure locks them everywhere.
-    for _ in range(3):
-        throttle.failed(["user:bob", "host:10.2.2.2"])
-    assert throttle.blocked(["user:bob", "host:10.3.3.3"]) == 1.0
-    assert throttle.blocked(["user:carol", "host:10.2.2.2"]) == 0
-
-
-def test_success_resets_the_user_but_not_the_host() -> None:
-    clock = Clock(0.0)
-    throttle = MemoryThrottle(
-        per_subject=subject_policy(free_failures=2),
-        per_host=subject_policy(free_failures=3),
-        clock=clock,
-    )
-    keys = ["user:alice", "host:10.0.0.1"]
-    throttle.failed(keys)
-    throttle.failed(keys)
-    throttle.succeeded(keys)
-    assert throttle.blocked(keys) == 0
-    throttle.failed(keys)  # alice: 1 failure again; the host: 3
-    throttle.failed(keys)  # alice: 2 (free); the host: 4 -> locked
-    assert throttle.blocked(["user:alice"]) == 0
-    assert throttle.blocked(["host:10.0.0.1"]) == 1.0
-    assert throttle.blocked(keys) == 1.0
-
-
-def test_failures_are_forgotten_after_a_quiet_period() -> None:
-    clock = Clock(0.0)
-    throttle = MemoryThrottle(
-        per_subject=subject_policy(free_failures=2, forget_after=60.0),
-        per_host=subject_policy(free_failures=1000, forget_after=60.0),
-        clock=clock,
-    )
-    keys = ["user:alice", "host:10.0.0.1"]
-    throttle.failed(keys)
-    throttle.failed(keys)
-    clock.advance(60.0)  # exactly forget_after: still remembered
-    throttle.failed(keys)
-    assert throttle.blocked(keys) == 1.0
-    clock.advance(60.5)  # quiet for longer than forget_after: starts over
-    assert throttle.blocked(keys) == 0
-    assert len(throttle) == 0  # the stale records went
-    throttle.failed(keys)
-    throttle.failed(keys)
-    assert throttle.blocked(keys) == 0  # two free failures again
-
-
-def test_memory_is_bounded() -> None:
-    clock = Clock(0.0)
-    throttle = MemoryThrottle(max_entries=50, clock=clock)
-    for n in range(5000):
-        clock.advance(0.001)
-        throttle.failed([f"user:u{n}", f"host:10.{n // 256 % 256}.{n % 256}.1"])
-        assert len(throttle) <= 50
-    assert len(throttle) == 50
-    # The most recent failures are kept, the oldest went first.
-    assert "user:u4999" in throttle._records
-    assert "user:u0" not in throttle._records
-
-
-def test_throttle_keys_fingerprint_tokens_and_jwts(server: FakeServer) -> None:
-    account = KeyPair.create_account()
-    client_jwt = nats_jwt.encode(
-        UserClaims(sub=KeyPair.create_user().public_key, nats=USER),
-        account,
-    )
-    signature = client_jwt.rsplit(".", 1)[1]
-    token_request = server.request(token=TOKEN, client_host="10.0.0.1", now=T).claims.nats
-    jwt_request = server.request(jwt_token=client_jwt, client_host="10.0.0.2", now=T).claims.nats
-    user_request = server.request(user="alice", password=PASSWORD, now=T).claims.nats
-
-    token_keys = throttle_keys(token_request)
-    jwt_keys = throttle_keys(jwt_request)
-    assert token_keys[1] == "host:10.0.0.1"
-    assert token_keys[0].startswith("token:")
-    assert jwt_keys[0].startswith("jwt:")
-    for key in (token_keys[0], jwt_keys[0]):
-        fingerprint = key.split(":", 1)[1]
-        assert len(fingerprint) == 24
-        int(fingerprint, 16)
-    assert throttle_keys(user_request) == ["user:alice", "host:127.0.0.1"]
-    # Stable per credential, different between credentials.
-    assert throttle_keys(server.request(token=TOKEN, now=T).claims.nats)[0] == token_keys[0]
-    assert throttle_keys(server.request(token=BAD_TOKEN, now=T).claims.nats)[0] != token_keys[0]
-
-    throttle = MemoryThrottle()
-    for request_keys in (token_keys, jwt_keys, throttle_keys(user_request)):
-        throttle.failed(request_keys)
-    stored = repr(list(throttle._records.items())) + repr(token_keys + jwt_keys)
-    for secret in (TOKEN, client_jwt, signature, PASSWORD, client_jwt.split(".")[1]):
-        assert secret not in stored
-
-
-# --- brute force: through the pipeline -----------------------------------------------
-
-
-def pipeline_throttle(clock: Clock, **subject: Any) -> MemoryThrottle:
-    return MemoryThrottle(
-        per_subject=subject_policy(**{"free_failures": 2} | subject),
-        per_host=subject_policy(free_failures=5, base_lockout=10.0),
-        clock=clock,
-    )
-
-
-async def test_throttled_attempt_is_denied_without_a_lookup(
-    keys: SigningKeys, server: FakeServer
-) -> None:
-    clock = Clock(0.0)
-    throttle = pipeline_throttle(clock)
-    pipeline = make(keys, throttle=throttle)
-    for n in range(3):
-        _, decision, verdict = await login(pipeline, server, password=WRONG_PASSWORD)
-        assert decision.outcome is Outcome.DENIED, n
-    assert calls(pipeline) == 3
-    # Locked for 1 s: even the right password is refused, and nothing is looked up.
-    for password in (WRONG_PASSWORD, PASSWORD):
-        _, decision, verdict = await login(pipeline, server, password=password)
-        assert decision.outcome is Outcome.THROTTLED
-        assert_signed_denial(decision, verdict, THROTTLED_REASON)
-        assert decision.identity is None
-    assert calls(pipeline) == 3
-    # Another user from another host is unaffected.
-    _, decision, _ = await login(pipeline, server, user="slow", client_host="10.7.7.7")
-    assert decision.allowed
-    clock.advance(1.0)
-    _, decision, verdict = await login(pipeline, server)
-    assert decision.allowed
-    assert verdict.allowed, verdict.reason
-    assert calls(pipeline) == 5
-    # The success cleared alice's count: two more free failures.
-    for _ in range(2):
-        _, decision, _ = await login(pipeline, server, password=WRONG_PASSWORD)
-        assert decision.outcome is Outcome.DENIED
-    _, decision, _ = await login(pipeline, server)
-    assert decision.allowed
-
-
-async def test_throttled_host_through_the_pipeline(keys: SigningKeys, server: FakeServer) -> None:
-    clock = Clock(0.0)
-    pipeline = make(keys, throttle=pipeline_throttle(clock))
-    for n in range(6):  # six user names, one failure each, one host
-        _, decision, _ = await login(
-            pipeline, server, user=f"guess{n}", password=WRONG_PASSWORD, client_host="10.6.6.6"
-        )
-        assert decision.outcome is Outcome.DENIED
-    _, decision, verdict = await login(pipeline, server, client_host="10.6.6.6")
-    assert decision.outcome is Outcome.THROTTLED
-    assert_signed_denial(decision, verdict, THROTTLED_REASON)
-    _, decision, _ = await login(pipeline, server, client_host="10.1.1.1")
-    assert decision.allowed
-    clock.advance(10.0)
-    _, decision, _ = await login(pipeline, server, client_host="10.6.6.6")
-    assert decision.allowed
-
-
-@pytest.mark.parametrize("credential", ["token", "jwt"])
-async def test_token_logins_are_throttled_by_fingerprint(
-    keys: SigningKeys, server: FakeServer, credential: str
-) -> None:
-    clock = Clock(0.0)
-    throttle = pipeline_throttle(clock)
-    pipeline = make(keys, throttle=throttle)
-    account = KeyPair.create_account()
-    bad_jwt = nats_jwt.encode(
-        UserClaims(sub=KeyPair.create_user().public_key, nats=USER),
-        account,
-    )
-    connect = {"token": BAD_TOKEN} if credential == "token" else {"jwt_token": bad_jwt}
-    outcomes = []
-    for n in range(4):
-        _, decision, _ = await login(pipeline, server, client_host=f"10.0.0.{n}", **connect)
-        outcomes.append(decision.outcome)
-    assert outcomes == [Outcome.DENIED] * 3 + [Outcome.THROTTLED]
-    stored = repr(list(throttle._records.items()))
-    for secret in (BAD_TOKEN, bad_jwt, bad_jwt.rsplit(".", 1)[1]):
-        assert secret not in stored
-
-
-class AsyncThrottle:
-    """The pluggable shape: async methods over a shared store (here: a MemoryThrottle)."""
-
-    def __init__(self, store: MemoryThrottle) -> None:
-        self.store = store
-        self.events: list[str] = []
-
-    async def blocked(self, keys: Iterable[str]) -> float:
-        await asyncio.sleep(0)
-        self.events.append("blocked")
-        return self.store.blocked(keys)
-
-    async def failed(self, keys: Iterable[str]) -> None:
-        await asyncio.sleep(0)
-        self.events.append("failed")
-        self.store.failed(keys)
-
-    async def succeeded(self, keys: Iterable[str]) -> None:
-        await asyncio.sleep(0)
-        self.events.append("succeeded")
-        self.store.succeeded(keys)
-
-
-async def test_async_throttle_is_pluggable(keys: SigningKeys, server: FakeServer) -> None:
-    clock = Clock(0.0)
-    throttle = AsyncThrottle(pipeline_throttle(clock))
-    assert isinstance(throttle, Throttle)
-    pipeline = make(keys, throttle=throttle)
-    outcomes = []
-    for _ in range(4):
-        _, decision, _ = await login(pipeline, server, password=WRONG_PASSWORD)
-        outcomes.append(decision.outcome)
-    assert outcomes == [Outcome.DENIED] * 3 + [Outcome.THROTTLED]
-    assert calls(pipeline) == 3
-    clock.advance(1.0)
-    _, decision, verdict = await login(pipeline, server)
-    assert decision.allowed
-    assert verdict.allowed
-    assert throttle.events == ["blocked", "failed"] * 3 + ["blocked"] + ["blocked", "succeeded"]
-
-
-async def test_no_throttle_never_throttles(keys: SigningKeys, server: FakeServer) -> None:
-    pipeline = make(keys, throttle=NoThrottle())
-    for _ in range(20):
-        _, decision, _ = await login(pipeline, server, password=WRONG_PASSWORD)
-        assert decision.outcome is Outcome.DENIED
-    _, decision, _ = await login(pipeline, server)
-    assert decision.allowed
-
-
-class BrokenThrottle:
-    def __init__(self, *broken: str) -> None:
-        self.broken = set(broken)
-
-    def _maybe_fail(self, method: str) -> None:
-        if method in self.broken:
-            raise ConnectionError(f"throttle store down ({method})")
-
-    def blocked(self, keys: Iterable[str]) -> float:
-        self._maybe_fail("blocked")
-        return 0.0
-
-    async def failed(self, keys: Iterable[str]) -> None:
-        self._maybe_fail("failed")
-
-    def succeeded(self, keys: Iterable[str]) -> None:
-        self._maybe_fail("succeeded")
-
-
-@pytest.mark.parametrize("broken", ["blocked", "failed", "succeeded"])
-async def test_broken_throttle_locks_nobody_out_and_is_logged(
-    keys: SigningKeys, server: FakeServer, caplog: Any, broken: str
-) -> None:
-    caplog.set_level(logging.DEBUG, logger=LOGGER)
-    pipeline = make(keys, throttle=BrokenThrottle(broken))
-    _, decision, verdict = await login(pipeline, server)
-    assert decision.allowed
-    assert verdict.allowed, verdict.reason
-    _, decision, verdict = await login(pipeline, server, password=WRONG_PASSWORD)
-    assert decision.outcome is Outcome.DENIED
-    assert_signed_denial(decision, verdict, "bad credentials")
-    errors = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.ERROR]
-    assert errors
-    assert all("throttle" in r.getMessage() for r in errors)
-    assert all(r.exc_info is not None for r in errors)
-
-
-async def test_concurrent_guesses_do_not_exceed_the_free_failures(
-    keys: SigningKeys, server: FakeServer
-) -> None:
-    clock = Clock(0.0)
-    pipeline = make(
-        keys,
-        lookup=Lookup(delay=0.01, slow={"alice"}),
-        throttle=pipeline_throttle(clock, free_failures=2),
-    )
-    minted = [server.request(user="alice", password=WRONG_PASSWORD, now=T) for _ in range(20)]
-    await asyncio.gather(*(pipeline.decide(m.body) for m in minted))
-    assert calls(pipeline) <= 3
-
-
-class OverlapLookup(Lookup):
-    """Records how many lookups run at once, per user and in all."""
-
-    def __init__(self, delay: float) -> None:
-        super().__init__(delay=delay, slow={"alice", "bob", "carol", "dave"})
-        self.running: dict[str, int] = {}
-        self.peak_per_user = 0
-        self.peak = 0
-
-    async def lookup(self, request: AuthorizationRequest) -> Identity:
-        user = request.connect_opts.user
-        self.running[user] = self.running.get(user, 0) + 1
-        self.peak_per_user = max(self.peak_per_user, self.running[user])
-        self.peak = max(self.peak, sum(self.running.values()))
-        try:
-            return await super().lookup(request)
-        finally:
-            self.running[user] -= 1
-
-
-async def test_attempts_for_one_user_take_turns_others_do_not_wait(
-    keys: SigningKeys, server: FakeServer
-) -> None:
-    lookup = OverlapLookup(delay=0.01)
-    pipeline = make(keys, lookup=lookup, throttle=pipeline_throttle(Clock(0.0)))
-    users = ["alice", "bob", "carol", "dave"]
-    minted = [  # one host per user: the host's own failure count stays out of this
-        server.request(
-            user=user,
-            password=PASSWORD if user == "alice" else "x",
-            client_host=f"10.0.0.{n}",
-            now=T,
-        )
-        for n, user in enumerate(users)
-        for _ in range(5)
-    ]
-    decisions = await asyncio.gather(*(pipeline.decide(m.body) for m in minted))
-    assert lookup.peak_per_user == 1  # one user's attempts never overlap
-    assert lookup.peak > 1  # different users' do
-    alice = [
-        d
-        for d, m in zip(decisions, minted, strict=True)
-        if m.claims.nats.connect_opts.user == "alice"
-    ]
-    assert [d.outcome for d in alice] == [Outcome.ALLOWED] * 5  # right password: all in
-    assert pipeline._gate is not None
-    assert pipeline._gate.pending == 0  # nothing left behind
-
-
-async def test_waiting_for_a_turn_past_the_deadline_is_a_timeout(
-    keys: SigningKeys, server: FakeServer
-) -> None:
-    lookup = Lookup(delay=5.0, slow={"alice"})
-    pipeline = make(
-        keys,
-        lookup=lookup,
-        throttle=pipeline_throttle(Clock(0.0)),
-        settings=CalloutSettings(max_decision_time=0.1),
-    )
-    minted = [server.request(user="alice", password=PASSWORD, now=T) for _ in range(2)]
-    first, second = await asyncio.gather(*(pipeline.decide(m.body) for m in minted))
-    assert first.outcome is Outcome.TIMEOUT
-    assert second.outcome is Outcome.TIMEOUT
-    assert lookup.calls == 1  # the second never got its turn
-    assert pipeline._gate is not None
-    assert pipeline._gate.pending == 0
+def pipeline_throttle(clock: Clock) -> MemoryThrottle:
+    """Two free failures per user and source; the source's allowance stays out of the way."""
+    pair = Backoff(free_failures=2, base_lockout=1.0, max_lockout=8.0, forget_after=1000.0)
+    return MemoryThrottle(ThrottlePolicy(per_pair=pair), clock=clock)
 
 
 # --- decision log --------------------------------------------------------------------

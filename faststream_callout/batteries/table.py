@@ -21,9 +21,19 @@ Security properties:
 
 - Password checks run argon2/bcrypt in a small dedicated thread pool, off the
   event loop, with bounded concurrency (argon2 uses tens of MiB per check).
+  The pool serves sources in turn (the throttle's source: a network), sources
+  that logged the user in recently first, and holds a bounded queue: when it
+  is full the newest check of the source with the most waiting is refused at
+  once (``Throttled``, a signed denial), so a flood from one network neither
+  times out everyone's logins nor delays other networks' for long.
 - An unknown user costs the same as a wrong password: the password is checked
-  against a dummy hash with the table's most common parameters, so response
-  times do not tell which users exist. Keep all hashes on the same parameters.
+  against a dummy hash with the parameters of the slowest kind of hash in the
+  table, so response times do not tell which users exist. Keep all hashes on
+  the same scheme and parameters: a table that mixes them is logged (a user on
+  a faster kind is recognisable by its response time).
+- Names are matched folded (:func:`~faststream_callout.core.throttle.fold_name`:
+  ``Alice``, ``ALICE`` and ``alice`` with a zero-width space are one user), the
+  way the throttle counts them, so spelling variants share one budget.
 - Tokens are compared by digest with :func:`hmac.compare_digest`. Tokens must
   be high-entropy (use :func:`new_token`): a fast hash protects random tokens,
   not guessable ones.
@@ -33,7 +43,7 @@ Security properties:
 from __future__ import annotations
 
 import argparse
-import asyncio
+import functools
 import getpass
 import hashlib
 import hmac
@@ -42,9 +52,9 @@ import re
 import secrets
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -58,9 +68,12 @@ from faststream_callout.batteries._common import (
     logger,
     str_set,
 )
+from faststream_callout.batteries._pool import FairPool
 from faststream_callout.batteries.compose import NotApplicable
 from faststream_callout.core.errors import ConfigurationError, Denied
 from faststream_callout.core.policy import Identity
+from faststream_callout.core.throttle import fold_name, source_of
+from faststream_callout.core.throttle_gate import admitted_attempt
 from faststream_callout.protocol.claims import AuthorizationRequest
 
 try:
@@ -139,6 +152,13 @@ def _hash_kind(password_hash: str) -> str | None:
     if match is not None:
         return f"bcrypt:{int(match.group(1))}"
     return None
+
+
+def _describe(kind: str) -> str:
+    parts = kind.split(":")
+    if parts[0] == "bcrypt":
+        return f"bcrypt cost {parts[1]}"
+    return f"argon2{parts[1].lower()} t={parts[3]} m={parts[4]} KiB p={parts[5]}"
 
 
 def _weak(kind: str) -> bool:
@@ -226,13 +246,15 @@ class TableToken:
 
 @dataclass(frozen=True, slots=True)
 class _Contents:
-    users: Mapping[str, TableUser]
+    users: Mapping[str, TableUser]  # as written
+    by_folded: Mapping[str, TableUser]  # fold_name(name) -> entry: what lookups use
     tokens: Mapping[bytes, TableToken]  # raw SHA-256 digest -> entry
-    dummy_kind: str | None
+    kinds: frozenset[str]  # of the password hashes
 
 
 def _contents(users: Iterable[TableUser], tokens: Iterable[TableToken]) -> _Contents:
     by_name: dict[str, TableUser] = {}
+    by_folded: dict[str, TableUser] = {}
     kinds: Counter[str] = Counter()
     for user in users:
         where = f"users.{user.name}"
@@ -240,6 +262,14 @@ def _contents(users: Iterable[TableUser], tokens: Iterable[TableToken]) -> _Cont
             raise ConfigurationError("a user has an empty name")
         if user.name in by_name:
             raise ConfigurationError(f"{where}: defined twice")
+        folded = fold_name(user.name)
+        if not folded:
+            raise ConfigurationError(f"{where}: the name has no visible characters")
+        if folded in by_folded:
+            raise ConfigurationError(
+                f"{where}: the same name as users.{by_folded[folded].name} once case and "
+                "Unicode variants are folded (logins match names folded)"
+            )
         if not isinstance(user.password_hash, str):
             raise ConfigurationError(f"{where}: password must be a hash string")
         kind = _hash_kind(user.password_hash)
@@ -253,6 +283,7 @@ def _contents(users: Iterable[TableUser], tokens: Iterable[TableToken]) -> _Cont
             logger.warning("%s: the password hash uses weak cost parameters; rehash it", where)
         kinds[kind] += 1
         by_name[user.name] = user
+        by_folded[folded] = user
     by_digest: dict[bytes, TableToken] = {}
     names: set[str] = set()
     for token in tokens:
@@ -275,8 +306,57 @@ def _contents(users: Iterable[TableUser], tokens: Iterable[TableToken]) -> _Cont
             if raw in by_digest:
                 raise ConfigurationError(f"{where}: the same token digest appears twice")
             by_digest[raw] = token
-    dummy_kind = kinds.most_common(1)[0][0] if kinds else None
-    return _Contents(by_name, by_digest, dummy_kind)
+    if len(kinds) > 1:
+        mix = ", ".join(
+            f"{_describe(kind)} for {count} user{'s' if count > 1 else ''}"
+            for kind, count in kinds.most_common()
+        )
+        logger.warning(
+            "the table mixes password hash kinds (%s): response times tell them apart, and "
+            "unknown users are checked against the slowest; rehash every password to one kind",
+            mix,
+        )
+    return _Contents(by_name, by_folded, by_digest, frozenset(kinds))
+
+
+class _Dummy:
+    """The hash unknown users are checked against: one of the slowest kind in the table.
+
+    Made in the background (one hash per kind, timed), so neither the table's
+    construction nor the first unknown user is slower than the rest; a check
+    arriving meanwhile waits for it in its worker thread.
+    """
+
+    def __init__(self, kinds: frozenset[str]) -> None:
+        self.kinds = kinds
+        self.kind: str | None = None
+        self._hash = ""
+        self._ready = threading.Event()
+        if kinds:
+            threading.Thread(
+                target=self._prepare, name="callout-password-dummy", daemon=True
+            ).start()
+        else:
+            self._ready.set()
+
+    def _prepare(self) -> None:
+        try:
+            slowest = -1.0
+            for kind in sorted(self.kinds):
+                started = time.perf_counter()
+                dummy = _dummy_hash(kind)  # hashing costs what verifying does
+                took = time.perf_counter() - started
+                if took > slowest:
+                    slowest, self.kind, self._hash = took, kind, dummy
+        finally:  # even after a bug: never leave a check waiting
+            self._ready.set()
+
+    def check(self, password: bytes) -> bool:
+        """Spend what checking ``password`` against the slowest kind costs; always ``False``."""
+        self._ready.wait()
+        if self._hash:
+            _verify(self._hash, password)
+        return False
 
 
 def _entries_from_mapping(
@@ -334,6 +414,9 @@ class StaticTable:
         tokens: identities with token digests.
         hash_workers: threads checking passwords concurrently (default: CPU
             count, at most 4); further checks queue.
+        hash_queue: checks that may wait for a thread (default: 4 per thread,
+            under a second with argon2's defaults); beyond it checks are shed
+            with ``Throttled``, a signed denial, instead of timing out.
         max_password_bytes: longer passwords are refused without hashing.
 
     """
@@ -344,6 +427,7 @@ class StaticTable:
         tokens: Iterable[TableToken] = (),
         *,
         hash_workers: int | None = None,
+        hash_queue: int | None = None,
         max_password_bytes: int = 1024,
     ) -> None:
         self._contents = _contents(users, tokens)
@@ -351,13 +435,15 @@ class StaticTable:
         workers = hash_workers or min(4, os.cpu_count() or 1)
         if workers < 1:
             raise ValueError("hash_workers must be at least 1")
+        queue = 4 * workers if hash_queue is None else hash_queue
+        if queue < 0:
+            raise ValueError("hash_queue must not be negative")
         self._workers = workers
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
-        self._dummies: dict[str, str] = {}
-        self._dummy_lock = threading.Lock()
+        self._queue = queue
+        self._hash_pool: FairPool | None = None
+        self._pool_lock = threading.Lock()
+        self._dummy = _Dummy(self._contents.kinds)
         self.max_password_bytes = max_password_bytes
-        self._prepare_dummy(self._contents.dummy_kind)
 
     @classmethod
     def from_mapping(
@@ -393,7 +479,8 @@ class StaticTable:
         except ConfigurationError as exc:
             raise ConfigurationError(f"{self._path}: {exc}") from None
         self._contents = contents  # one assignment: lookups see the old or the new table
-        self._prepare_dummy(contents.dummy_kind)
+        if contents.kinds != self._dummy.kinds:
+            self._dummy = _Dummy(contents.kinds)
 
     @property
     def users(self) -> Mapping[str, TableUser]:
@@ -411,7 +498,7 @@ class StaticTable:
         if opts.auth_token:
             return self._by_token(opts.auth_token)
         if opts.user or opts.password:
-            return await self._by_password(opts.user, opts.password)
+            return await self._by_password(opts.user, opts.password, request.client_info.host)
         raise NotApplicable("no user/password or token presented")
 
     def _by_token(self, token: str) -> Identity:
@@ -428,59 +515,43 @@ class StaticTable:
             raise Denied("token identity is disabled")
         return Identity(entry.name, entry.groups, MappingProxyType(dict(entry.attributes)))
 
-    async def _by_password(self, user: str, password: str) -> Identity:
+    async def _by_password(self, user: str, password: str, host: str) -> Identity:
         raw = password.encode("utf-8", "surrogatepass")
         if len(raw) > self.max_password_bytes:
             raise Denied("password too long")
         contents = self._contents
-        entry = contents.users.get(user)
+        entry = contents.by_folded.get(fold_name(user))
         if entry is None:
-            if contents.dummy_kind is not None:
+            if contents.kinds:
                 # Spend what a real check costs, so timing does not reveal who exists.
-                await self._run(self._check_dummy, contents.dummy_kind, raw)
+                await self._check(functools.partial(self._dummy.check, raw), host)
             raise NotApplicable("unknown user")
-        if not await self._run(_verify, entry.password_hash, raw):
+        if not await self._check(functools.partial(_verify, entry.password_hash, raw), host):
             raise Denied("wrong password")
         if entry.disabled:
             raise Denied("user is disabled")
         return Identity(entry.name, entry.groups, MappingProxyType(dict(entry.attributes)))
 
-    def _prepare_dummy(self, kind: str | None) -> None:
-        # Hash the dummy now, in the background, so the first unknown user is not
-        # slower (and so recognisable) than the ones after it.
-        if kind is not None and kind not in self._dummies:
-            threading.Thread(
-                target=self._dummy, args=(kind,), name="callout-password-dummy", daemon=True
-            ).start()
+    def _pool(self) -> FairPool:
+        with self._pool_lock:
+            if self._hash_pool is None:
+                self._hash_pool = FairPool(self._workers, self._queue, name="callout-password")
+            return self._hash_pool
 
-    def _dummy(self, kind: str) -> str:
-        with self._dummy_lock:  # computed once; a check arriving meanwhile waits here
-            dummy = self._dummies.get(kind)
-            if dummy is None:
-                dummy = self._dummies[kind] = _dummy_hash(kind)
-            return dummy
-
-    def _check_dummy(self, kind: str, password: bytes) -> bool:
-        _verify(self._dummy(kind), password)
-        return False
-
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    self._workers, thread_name_prefix="callout-password"
-                )
-            return self._executor
-
-    async def _run(self, function: Callable[[str, bytes], bool], text: str, data: bytes) -> bool:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool(), function, text, data)
+    async def _check(self, check: Callable[[], bool], host: str) -> bool:
+        # Queued by the throttle's source when a throttle admitted the attempt.
+        admitted = admitted_attempt()
+        if admitted is None:
+            return await self._pool().run(check, source=source_of(host))
+        return await self._pool().run(
+            check, source=admitted.attempt.source, trusted=admitted.trusted
+        )
 
     def close(self) -> None:
         """Stop the password-checking threads (they also stop at interpreter exit)."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        pool, self._hash_pool = self._hash_pool, None
+        if pool is not None:
+            pool.close()
 
     def __repr__(self) -> str:
         source = f", from {str(self._path)!r}" if self._path else ""

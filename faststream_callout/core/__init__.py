@@ -40,14 +40,19 @@ from faststream_callout.core.signing import (
     SigningKeys,
 )
 from faststream_callout.core.throttle import (
+    Backoff,
+    MemoryStore,
     MemoryThrottle,
     NoThrottle,
     Throttle,
+    Throttled,
     ThrottlePolicy,
+    ThrottleStore,
 )
 
 __all__ = [
     "AccountSigner",
+    "Backoff",
     "CalloutError",
     "CalloutMode",
     "CalloutPipeline",
@@ -62,6 +67,7 @@ __all__ = [
     "InvalidJWTError",
     "InvalidKeyError",
     "Keyring",
+    "MemoryStore",
     "MemoryThrottle",
     "NoThrottle",
     "NotApplicable",
@@ -72,6 +78,8 @@ __all__ = [
     "SigningKeys",
     "Throttle",
     "ThrottlePolicy",
+    "ThrottleStore",
+    "Throttled",
     "keyring_from_env",
     "log_decision",
     "signing_keys_from_env",

@@ -20,7 +20,8 @@ from faststream_callout.core.errors import Denied, Drop
 from faststream_callout.core.keyring import Keyring
 from faststream_callout.core.policy import Identity, IdentityLookup, PermissionBuilder
 from faststream_callout.core.signing import SigningKeys
-from faststream_callout.core.throttle import Throttle, ThrottleGate, throttle_keys
+from faststream_callout.core.throttle import Throttle, Throttled
+from faststream_callout.core.throttle_gate import ThrottleGate
 from faststream_callout.protocol.claims import AuthorizationRequest
 
 __all__ = [
@@ -49,7 +50,6 @@ GENERATED_CALLOUT_ACCOUNT: Final = "AUTH"
 DEFAULT_PROTECTED_ACCOUNTS: Final = frozenset(
     {SERVER_SYSTEM_ACCOUNT, GENERATED_SYSTEM_ACCOUNT, GENERATED_CALLOUT_ACCOUNT}
 )
-_THROTTLED_REASON: Final = "too many failed attempts; try again later"
 _TIMEOUT_REASON: Final = "authorization decision timed out"
 
 
@@ -121,7 +121,7 @@ class Outcome(Enum):
     DENIED = "denied"  # policy said no (Denied raised)
     ERROR = "error"  # policy or grant failed; denied with a generic reason
     TIMEOUT = "timeout"  # the policy took too long; denied before the server gave up
-    THROTTLED = "throttled"  # too many failed attempts; denied without a lookup
+    THROTTLED = "throttled"  # locked out or too busy (Throttled): denied, mostly without a lookup
     REJECTED = "rejected"  # the request itself failed verification
     DROPPED = "dropped"  # the policy raised Drop: no reply at all (reply None)
     SIGNER_FAILED = "signer_failed"  # nothing could be signed: empty (unsigned) denial
@@ -198,7 +198,8 @@ class CalloutPipeline:
         lookup: who the client is.
         permissions: what the identity may do.
         settings: tunables.
-        throttle: brute-force protection (see :class:`MemoryThrottle`); ``None`` for none.
+        throttle: brute-force and flood protection (see :class:`MemoryThrottle`); ``None``
+            for none.
         observers: called with every :class:`Decision` (metrics, audit); must not block.
         decision_log: the first observer, :func:`log_decision` by default; ``None``
             for none, or your own. ``pipeline.observers`` is the plain list of
@@ -318,7 +319,6 @@ class CalloutPipeline:
         # One deadline for everything that may wait: the throttle store included.
         deadline = asyncio.get_running_loop().time() + budget
         gate = self._gate
-        attempt = throttle_keys(request) if gate is not None else []
         in_thread = settings.run_sync_in_thread
         identity: Identity | None = None
         try:
@@ -328,16 +328,16 @@ class CalloutPipeline:
                 )
             else:
                 identity = await gate.admit(
-                    attempt,
+                    request,
                     deadline,
                     lambda: stages.identify(self.lookup, request, deadline, in_thread=in_thread),
                 )
-                if identity is None:
-                    return await self._deny(exchange, Outcome.THROTTLED, _THROTTLED_REASON, started)
             grant = await stages.authorize(
                 self.permissions, identity, request, deadline, in_thread=in_thread
             )
             user_jwt, expires = await stages.issue(exchange, identity, grant, now, settings)
+        except Throttled as exc:
+            return await self._deny(exchange, Outcome.THROTTLED, exc.reason, started, identity)
         except Denied as exc:
             return await self._deny(exchange, Outcome.DENIED, exc.reason, started, identity)
         except stages.InvalidGrant as exc:
@@ -361,8 +361,6 @@ class CalloutPipeline:
             return await self._deny(
                 exchange, Outcome.ERROR, settings.error_reason, started, identity
             )
-        if gate is not None:
-            await gate.succeeded(attempt, deadline)
         reply = await stages.respond(
             exchange, stages.granted(exchange, user_jwt), int(self._clock())
         )

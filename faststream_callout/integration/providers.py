@@ -39,7 +39,12 @@ class CalloutProvider(Provider):
 
     @provide
     def throttle(self) -> Throttle:
-        """Brute-force protection in memory; provide ``NoThrottle()`` to turn it off."""
+        """Brute-force and flood protection with counts in memory (``ThrottlePolicy`` defaults).
+
+        Provide ``MemoryThrottle(ThrottlePolicy(...))`` for other numbers, a
+        ``Throttle`` over a shared store to share counts between instances, or
+        ``NoThrottle()`` to turn it off.
+        """
         return MemoryThrottle()
 
     @provide
