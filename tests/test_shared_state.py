@@ -409,7 +409,9 @@ async def test_the_shared_throttle_counts_across_instances_like_one_memory_throt
     # Locked after the 4th failure (3 free), whichever instance counted which.
     assert verdicts["shared"] == verdicts["memory"] == [True] * 4 + [False] * 2
     pair, subject, source = await two[1].throttle_store.load(guess.keys)
-    assert pair is not None and subject is not None and source is not None
+    assert pair is not None
+    assert subject is not None
+    assert source is not None
     assert (pair.failures, subject.failures, source.failures) == (4, 4, 4)
     assert pair.locked_until > time.time() + 50
 
@@ -527,7 +529,8 @@ async def test_a_throttle_store_out_of_reach_locks_nobody_out_within_the_deadlin
         login = {"user": config.auth_user, "password": config.auth_password, "error_cb": quiet}
         nc = (await attempt_login(server.url, **login)).client
         other = (await attempt_login(server.url, **login)).client
-        assert nc is not None and other is not None
+        assert nc is not None
+        assert other is not None
         hanging = Blackhole(other) if jetstream == "hanging" else contextlib.nullcontext()
         try:
             async with hanging:
@@ -590,6 +593,10 @@ async def test_the_provider_wires_every_store_into_the_pipeline(js_server: Serve
         assert registry in pipeline.observers
         invalidations = await container.get(SharedInvalidations)
         assert invalidations.caches == [cache]
+        # CalloutProvider's MemoryThrottle, its counts moved to the bucket: same policy.
+        assert pipeline.throttle is not None
+        assert pipeline.throttle.store is await container.get(SharedThrottleStore)
+        assert pipeline.throttle.policy == ThrottlePolicy()
 
         server = FakeServer.config_mode(keys.callout_account, accounts=["APP"])
         assert (await pipeline.decide(server.request(user="kay", password="kay-pw").body)).allowed
@@ -610,7 +617,7 @@ async def test_the_provider_with_stores_off(js_server: Server) -> None:
         CalloutProvider(),
         PolicyProvider(keys=keys, lookup=lookup, permissions=FixedGrant(pub=[">"])),
         SharedStateProvider(
-            SharedSettings(revocations=None, invalidations=None),
+            SharedSettings(revocations=None, invalidations=None, throttle=None),
             url=js_server.url,
             **js_server.login,
         ),
@@ -619,8 +626,42 @@ async def test_the_provider_with_stores_off(js_server: Server) -> None:
         pipeline = await container.get(CalloutPipeline)
         assert pipeline.lookup is lookup
         assert (await container.get(SessionRegistry)) in pipeline.observers
+        assert isinstance(pipeline.throttle, MemoryThrottle)
     finally:
         await container.close()
+
+
+@pytest.mark.parametrize("kept", [NoThrottle(), Throttle(MemoryStore()), "own store"])
+async def test_the_provider_moves_memory_counts_and_keeps_other_throttles(
+    js_server: Server, kept: Throttle | str
+) -> None:
+    keys = SigningKeys(js_server.issuer)
+    shared = await js_server.state(
+        SharedSettings(revocations=None, sessions=None, invalidations=None)
+    )
+    try:
+        throttle = Throttle(shared.throttle_store) if kept == "own store" else kept
+        assert isinstance(throttle, Throttle)
+        permissions = FixedGrant(pub=[">"])
+        policy = PolicyProvider(
+            keys=keys, lookup=Passwords(), permissions=permissions, throttle=throttle
+        )
+        container = make_async_container(
+            CalloutProvider(), policy, SharedStateProvider(url=js_server.url, **js_server.login)
+        )
+        try:
+            pipeline = await container.get(CalloutPipeline)
+            if isinstance(throttle.store, MemoryStore) and not isinstance(throttle, NoThrottle):
+                # A plain Throttle over a MemoryStore is moved, keeping its policy.
+                assert pipeline.throttle is not throttle
+                assert pipeline.throttle is not None
+                assert isinstance(pipeline.throttle.store, SharedThrottleStore)
+            else:
+                assert pipeline.throttle is throttle
+        finally:
+            await container.close()
+    finally:
+        await shared.close()
 
 
 # -- every core of a host: faststream run --workers -------------------------------------------
@@ -690,7 +731,7 @@ async def test_two_worker_processes_share_one_memory(js_server: Server, tmp_path
             assert attempt.refused, attempt.error
         await eventually(lambda: len(decisions(service)) == before + 16)
         refusals = decisions(service)[before:]
-        # (The throttle is still per process: each worker counts its own denials.)
+        # (Denials count in the shared throttle: past 5, refusals are throttled.)
         assert {outcome for _, outcome, _ in refusals} <= {"denied", "throttled"}
         assert {pid for pid, _, _ in refusals} == workers
         await admin.revocations.restore("alice")
