@@ -131,10 +131,14 @@ class Instance:
         await self.stack.aclose()
 
 
-async def start_instance(world: World, name: str, node: int, **settings: Any) -> Instance:
+async def start_instance(
+    world: World, name: str, node: int, state: SharedState | None = None, **settings: Any
+) -> Instance:
+    """An instance serving on ``node``; on ``state`` if given (started while JetStream was up)."""
     stack = contextlib.AsyncExitStack()
-    chosen = dataclasses.replace(BUCKETS, **settings)
-    state = await world.state(node, chosen)
+    if state is None:
+        state = await world.state(node, dataclasses.replace(BUCKETS, **settings))
+    chosen = state.settings
     stack.push_async_callback(state.close)
     cache = DecisionCache(UserStore(world.passwords), FixedGrant(pub=[">"], sub=[">"], ttl=60))
     decisions: list[tuple[float, Decision]] = []
@@ -491,6 +495,7 @@ async def test_jetstream_out_of_reach_each_store_fails_as_documented(
     c = await start_instance(
         world, "C", 0, max_staleness=1.5, probe_interval=0.25, write_timeout=1.0
     )
+    d_state: SharedState | None = None
     try:
         await c.state.revocations.revoke("hank")
         world.passwords.update(hank="hank-pw", ivan="ivan-pw")
@@ -499,30 +504,13 @@ async def test_jetstream_out_of_reach_each_store_fails_as_documented(
         assert len(c.cache) == 1
         await c.state.session_store.flush()
         assert c.state.session_store.written == 1
-        # D shares only the throttle (C's revocation check would refuse everyone below).
+        # D shares only the throttle; it serves after C's checks (it would let hank in).
         only_throttle = {"revocations": None, "sessions": None, "invalidations": None}
-        d = await start_instance(world, "D", 0, **only_throttle)
+        d_state = await world.state(0, dataclasses.replace(BUCKETS, **only_throttle))
 
         down = time.monotonic()
         world.cluster.kill(1)
         world.cluster.kill(NODE_3)
-
-        # Throttle: logins are decided without the shared counts, in time: more wrong
-        # guesses than the lockout allows, then the right password gets in.
-        try:
-            world.passwords["jan"] = "jan-pw"
-            for _ in range(POLICY.per_pair.free_failures + 2):
-                assert (await through(d, world, 0, "jan", "wrong")).refused
-            attempt = await through(d, world, 0, "jan")
-            assert attempt.client is not None, attempt.error
-            await attempt.client.close()
-        finally:
-            await d.close()
-        outcomes = [decision.outcome for decision in d.decided("jan")]
-        assert outcomes == [Outcome.DENIED] * (len(outcomes) - 1) + [Outcome.ALLOWED]
-        budget = CalloutSettings().max_decision_time
-        assert max(decision.latency for decision in d.decided("jan")) < budget
-        assert not d.state.throttle_store.available
 
         # Revocations: the last confirmed copy for max_staleness, then every login refused.
         with pytest.raises(StoreUnavailable, match="last confirmed"):
@@ -559,6 +547,24 @@ async def test_jetstream_out_of_reach_each_store_fails_as_documented(
         with pytest.raises(StoreUnavailable):
             await world.state(0, dataclasses.replace(BUCKETS, start_timeout=1.0))
 
+        # Throttle: logins are decided without the shared counts, in time: more wrong
+        # guesses than the lockout allows, then the right password gets in.
+        d = await start_instance(world, "D", 0, d_state)
+        try:
+            world.passwords["jan"] = "jan-pw"
+            for _ in range(POLICY.per_pair.free_failures + 2):
+                assert (await through(d, world, 0, "jan", "wrong")).refused
+            attempt = await through(d, world, 0, "jan")
+            assert attempt.client is not None, attempt.error
+            await attempt.client.close()
+        finally:
+            await d.close()
+        outcomes = [decision.outcome for decision in d.decided("jan")]
+        assert outcomes == [Outcome.DENIED] * (len(outcomes) - 1) + [Outcome.ALLOWED]
+        budget = CalloutSettings().max_decision_time
+        assert max(decision.latency for decision in d.decided("jan")) < budget
+        assert not d.state.throttle_store.available
+
         # Back: once the copy is confirmed again, logins are decided again and caching resumes.
         await asyncio.to_thread(world.cluster.restart, 1)
         await asyncio.to_thread(world.cluster.restart, NODE_3)
@@ -575,6 +581,8 @@ async def test_jetstream_out_of_reach_each_store_fails_as_documented(
         )
     finally:
         await c.close()
+        if d_state is not None:
+            await d_state.close()  # closed with D already, unless the test failed before
 
 
 def confirmed(instance: Instance) -> bool:
