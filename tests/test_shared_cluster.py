@@ -30,10 +30,12 @@ from faststream_callout import (
     CalloutPipeline,
     Denied,
     Identity,
+    IdentityLookup,
     KeyPair,
     SigningKeys,
 )
-from faststream_callout.core.pipeline import Decision, Outcome
+from faststream_callout.core.pipeline import CalloutSettings, Decision, Outcome
+from faststream_callout.core.throttle import Backoff, ThrottlePolicy
 from faststream_callout.integration.cache import DecisionCache
 from faststream_callout.integration.sessions import KickStatus, Session
 from faststream_callout.integration.shared import (
@@ -50,8 +52,11 @@ BUCKETS = SharedSettings(
     revocations=Bucket(name="cl_revocations", replicas=3),
     sessions=Bucket(name="cl_sessions", replicas=3, republish=False),
     invalidations=Bucket(name="cl_invalidations", replicas=3, ttl=300),
+    throttle=Bucket(name="cl_throttle", replicas=3, republish=False),
     probe_interval=0.5,
 )
+# The default limits, with lockouts that outlast a test on a loaded machine.
+POLICY = ThrottlePolicy(per_pair=Backoff(free_failures=5, base_lockout=60.0))
 NODE_3 = 2
 
 
@@ -126,21 +131,32 @@ class Instance:
         await self.stack.aclose()
 
 
-async def start_instance(world: World, name: str, node: int, **settings: Any) -> Instance:
+async def start_instance(
+    world: World, name: str, node: int, state: SharedState | None = None, **settings: Any
+) -> Instance:
+    """An instance serving on ``node``; on ``state`` if given (started while JetStream was up)."""
     stack = contextlib.AsyncExitStack()
-    chosen = dataclasses.replace(BUCKETS, **settings)
-    state = await world.state(node, chosen)
+    if state is None:
+        state = await world.state(node, dataclasses.replace(BUCKETS, **settings))
+    chosen = state.settings
     stack.push_async_callback(state.close)
     cache = DecisionCache(UserStore(world.passwords), FixedGrant(pub=[">"], sub=[">"], ttl=60))
-    state.invalidations.attach(cache)
     decisions: list[tuple[float, Decision]] = []
 
     def record(decision: Decision) -> None:
         decisions.append((time.monotonic(), decision))
 
-    pipeline = CalloutPipeline(
-        world.keys, state.revocations.guard(cache), cache, observers=[state.sessions, record]
-    )
+    # The stores the settings share (all of them but in the out-of-reach test).
+    lookup: IdentityLookup = cache
+    observers: list[Callable[[Decision], object]] = [record]
+    if chosen.invalidations is not None:
+        state.invalidations.attach(cache)
+    if chosen.revocations is not None:
+        lookup = state.revocations.guard(cache)
+    if chosen.sessions is not None:
+        observers.insert(0, state.sessions)
+    throttle = state.throttle(POLICY) if chosen.throttle is not None else None
+    pipeline = CalloutPipeline(world.keys, lookup, cache, throttle=throttle, observers=observers)
     security = SASLPlaintext(username=world.config.auth_user, password=world.config.auth_password)
     await stack.enter_async_context(service(world.url(node), security, pipeline))
     return Instance(name, state, cache, decisions, stack)
@@ -233,7 +249,7 @@ def last_outcome(instance: Instance, user: str) -> Outcome:
 
 
 async def test_the_buckets_are_replicated_three_times(world: World, pair: Pair) -> None:
-    for bucket in (BUCKETS.revocations, BUCKETS.sessions, BUCKETS.invalidations):
+    for bucket in (BUCKETS.revocations, BUCKETS.sessions, BUCKETS.invalidations, BUCKETS.throttle):
         assert bucket is not None
         info = await pair.a.state.nc.jetstream().stream_info(bucket.stream)
         assert info.config.num_replicas == 3
@@ -313,6 +329,40 @@ async def test_a_cache_invalidation_on_a_is_honoured_by_b(world: World, pair: Pa
     attempt = await through(pair.b, world, 1, "carol", "new-pw")
     assert attempt.client is not None, attempt.error
     await attempt.client.close()
+
+
+def decided_in_order(pair: Pair, user: str, since: float) -> list[tuple[str, Outcome]]:
+    """(instance, outcome) of every decision for ``user`` since ``since``, in order."""
+    both = [
+        (at, instance.name, d.outcome)
+        for instance in (pair.a, pair.b)
+        for at, d in instance.decisions
+        if at >= since and d.request and d.request.connect_opts.user == user
+    ]
+    return [(name, outcome) for _, name, outcome in sorted(both)]
+
+
+async def test_wrong_guesses_through_both_instances_lock_out_at_one_instances_count(
+    world: World, pair: Pair
+) -> None:
+    since = time.monotonic()
+    world.passwords["greta"] = "greta-pw"
+    locked_at = POLICY.per_pair.free_failures + 1  # what one instance alone allows
+    turn = 0
+    while len(decided_in_order(pair, "greta", since)) < locked_at:
+        instance = (pair.a, pair.b)[turn % 2]  # A on node 1, B on node 2, in turn
+        attempt = await through(instance, world, turn % 2, "greta", "wrong")
+        assert attempt.refused, attempt.error
+        turn += 1
+    guesses = decided_in_order(pair, "greta", since)
+    assert [outcome for _, outcome in guesses[:locked_at]] == [Outcome.DENIED] * locked_at
+    assert {name for name, _ in guesses[:locked_at]} == {"A", "B"}
+    # Locked out everywhere: even the right password, through either instance.
+    for node, instance in enumerate((pair.a, pair.b)):
+        attempt = await through(instance, world, node, "greta")
+        assert attempt.refused, attempt.error
+        assert last_outcome(instance, "greta") is Outcome.THROTTLED
+    assert [o for _, o in guesses[locked_at:]] == [Outcome.THROTTLED] * len(guesses[locked_at:])
 
 
 # -- a node lost in the middle of it --------------------------------------------------------------
@@ -445,6 +495,7 @@ async def test_jetstream_out_of_reach_each_store_fails_as_documented(
     c = await start_instance(
         world, "C", 0, max_staleness=1.5, probe_interval=0.25, write_timeout=1.0
     )
+    d_state: SharedState | None = None
     try:
         await c.state.revocations.revoke("hank")
         world.passwords.update(hank="hank-pw", ivan="ivan-pw")
@@ -453,6 +504,9 @@ async def test_jetstream_out_of_reach_each_store_fails_as_documented(
         assert len(c.cache) == 1
         await c.state.session_store.flush()
         assert c.state.session_store.written == 1
+        # D shares only the throttle; it serves after C's checks (it would let hank in).
+        only_throttle = {"revocations": None, "sessions": None, "invalidations": None}
+        d_state = await world.state(0, dataclasses.replace(BUCKETS, **only_throttle))
 
         down = time.monotonic()
         world.cluster.kill(1)
@@ -493,6 +547,24 @@ async def test_jetstream_out_of_reach_each_store_fails_as_documented(
         with pytest.raises(StoreUnavailable):
             await world.state(0, dataclasses.replace(BUCKETS, start_timeout=1.0))
 
+        # Throttle: logins are decided without the shared counts, in time: more wrong
+        # guesses than the lockout allows, then the right password gets in.
+        d = await start_instance(world, "D", 0, d_state)
+        try:
+            world.passwords["jan"] = "jan-pw"
+            for _ in range(POLICY.per_pair.free_failures + 2):
+                assert (await through(d, world, 0, "jan", "wrong")).refused
+            attempt = await through(d, world, 0, "jan")
+            assert attempt.client is not None, attempt.error
+            await attempt.client.close()
+        finally:
+            await d.close()
+        outcomes = [decision.outcome for decision in d.decided("jan")]
+        assert outcomes == [Outcome.DENIED] * (len(outcomes) - 1) + [Outcome.ALLOWED]
+        budget = CalloutSettings().max_decision_time
+        assert max(decision.latency for decision in d.decided("jan")) < budget
+        assert not d.state.throttle_store.available
+
         # Back: once the copy is confirmed again, logins are decided again and caching resumes.
         await asyncio.to_thread(world.cluster.restart, 1)
         await asyncio.to_thread(world.cluster.restart, NODE_3)
@@ -509,6 +581,8 @@ async def test_jetstream_out_of_reach_each_store_fails_as_documented(
         )
     finally:
         await c.close()
+        if d_state is not None:
+            await d_state.close()  # closed with D already, unless the test failed before
 
 
 def confirmed(instance: Instance) -> bool:

@@ -9,6 +9,7 @@ The last test runs examples/shared_service.py as two worker processes under
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import re
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from dishka import make_async_container
+from nats.aio.client import Client
 from policies import FixedGrant, Passwords
 
 from faststream_callout import (
@@ -31,7 +33,19 @@ from faststream_callout import (
 )
 from faststream_callout.core import env
 from faststream_callout.core.errors import ConfigurationError
-from faststream_callout.core.pipeline import Outcome
+from faststream_callout.core.pipeline import CalloutSettings, Outcome
+from faststream_callout.core.policy import resolve
+from faststream_callout.core.throttle import (
+    Attempt,
+    AttemptResult,
+    Backoff,
+    MemoryStore,
+    MemoryThrottle,
+    NoThrottle,
+    Throttle,
+    ThrottlePolicy,
+    ThrottleRecord,
+)
 from faststream_callout.integration.cache import DecisionCache
 from faststream_callout.integration.sessions import RevocationGuard, Session, SessionRegistry
 from faststream_callout.integration.shared import (
@@ -41,9 +55,11 @@ from faststream_callout.integration.shared import (
     SharedSettings,
     SharedState,
     SharedStateProvider,
+    SharedThrottleStore,
     StoreUnavailable,
 )
 from faststream_callout.integration.shared.buckets import key_of, name_of
+from faststream_callout.integration.shared.throttle import throttle_key
 from faststream_callout.testing import FakeServer
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 from faststream_callout.testing.logins import attempt_login, quiet, wait_closed
@@ -352,6 +368,204 @@ async def test_names_in_log_lines_stay_one_line(
     assert [m for m in messages if set(LINE_BREAKS) & set(m)] == []
 
 
+# -- the shared throttle ------------------------------------------------------------------------
+
+ODD_KEYS = [
+    "user:alice|src:203.0.113.7/32",
+    "user:a.b.*.>|src:2001:db8::/64",
+    "user:x\ny\u2028z",
+    "user:ünïcödé",
+    "user:\udcff",  # a lone surrogate, as a CONNECT name may carry
+    "src:" + "a" * 10_000,
+    "",
+]
+
+
+def test_any_throttle_key_becomes_a_short_valid_kv_key() -> None:
+    kv_keys = [throttle_key(key) for key in ODD_KEYS]
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", k) for k in kv_keys)
+    assert len(set(kv_keys)) == len(ODD_KEYS)
+    assert throttle_key("user:alice") == throttle_key("user:alice")
+
+
+def shared_throttle(state: SharedState) -> Throttle:
+    return state.throttle(ThrottlePolicy(per_pair=Backoff(free_failures=3, base_lockout=60)))
+
+
+async def test_the_shared_throttle_counts_across_instances_like_one_memory_throttle(
+    two: tuple[SharedState, SharedState],
+) -> None:
+    a, b = (shared_throttle(state) for state in two)
+    memory = MemoryThrottle(a.policy, clock=time.time)
+    guess = Attempt("user:mona|x", "src:198.51.100.1/32")
+    verdicts: dict[str, list[bool]] = {"shared": [], "memory": []}
+    for turn in range(6):
+        instance = (a, b)[turn % 2]  # every other guess through the other instance
+        for name, throttle in (("shared", instance), ("memory", memory)):
+            admission = await resolve(throttle.check(guess))
+            verdicts[name].append(admission.admitted)
+            if admission.admitted:
+                await resolve(throttle.record(guess, AttemptResult.FAILED))
+    # Locked after the 4th failure (3 free), whichever instance counted which.
+    assert verdicts["shared"] == verdicts["memory"] == [True] * 4 + [False] * 2
+    pair, subject, source = await two[1].throttle_store.load(guess.keys)
+    assert pair is not None
+    assert subject is not None
+    assert source is not None
+    assert (pair.failures, subject.failures, source.failures) == (4, 4, 4)
+    assert pair.locked_until > time.time() + 50
+
+
+async def test_a_conflicting_write_is_retried_with_the_new_record(
+    two: tuple[SharedState, SharedState],
+) -> None:
+    a, b = (state.throttle_store for state in two)
+    key = "user:nina|src:198.51.100.2/32"
+    await a.update(key, lambda _: ThrottleRecord(failures=1, expires_at=time.time() + 60))
+    assert (await b.load([key]))[0] == (await a.load([key]))[0]  # both know revision 1
+    await b.update(key, lambda r: dataclasses.replace(r or ThrottleRecord(), failures=10))
+    seen: list[int | None] = []
+
+    def count(record: ThrottleRecord | None) -> ThrottleRecord:
+        seen.append(record.failures if record else None)
+        return dataclasses.replace(
+            record or ThrottleRecord(), failures=(record.failures if record else 0) + 1
+        )
+
+    conflicts = a.conflicts
+    assert (await a.update(key, count)).failures == 11
+    assert seen == [1, 10]  # first on A's stale copy, rejected; then on B's write
+    assert a.conflicts == conflicts + 1
+    assert (await b.load([key]))[0].failures == 11
+    # Two instances counting the same key at once lose no count.
+    await asyncio.gather(*(store.update(key, count) for store in (a, b) for _ in range(5)))
+    assert (await a.load([key]))[0].failures == 21
+
+
+async def test_records_live_as_long_as_the_policy_keeps_them(
+    two: tuple[SharedState, SharedState],
+) -> None:
+    store = two[0].throttle_store
+    assert store.ttl_writes  # created by this library on nats-server 2.11+
+    now = time.time()
+    await store.update("user:olga", lambda _: ThrottleRecord(failures=1, expires_at=now + 899.2))
+    await store.update("user:pia", lambda _: ThrottleRecord(failures=1, expires_at=now - 5))
+    js = two[0].nc.jetstream()
+    stored = await js.get_msg(
+        "KV_callout_throttle", subject=f"$KV.callout_throttle.{throttle_key('user:olga')}"
+    )
+    assert stored.headers is not None
+    assert 900 <= int(stored.headers["Nats-TTL"]) <= 901
+    # An odd key's record comes back as written; a dead one is gone after a second.
+    for key in ODD_KEYS:
+        await store.update(
+            key, lambda _, key=key: ThrottleRecord(failures=len(key), expires_at=now + 60)
+        )
+    assert [r.failures if r else None for r in await store.load(ODD_KEYS)] == [
+        len(k) for k in ODD_KEYS
+    ]
+    deadline = time.monotonic() + 5
+    while (await store.load(["user:pia"]))[0] is not None:
+        assert time.monotonic() < deadline, "the expired record is still there"
+        await asyncio.sleep(0.2)
+
+
+class StoreDown:
+    """A lookup whose store is out of reach (as a stale SharedRevocationList is)."""
+
+    def lookup(self, request: object) -> object:
+        raise StoreUnavailable("bucket callout_revocations: copy last confirmed 20s ago")
+
+
+async def test_a_store_out_of_reach_denies_with_one_line_and_counts_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keys = SigningKeys(KeyPair.create_account())
+    server = FakeServer.config_mode(keys.callout_account, accounts=["APP"])
+    throttle = MemoryThrottle()
+    pipeline = CalloutPipeline(keys, StoreDown(), FixedGrant(pub=[">"]), throttle=throttle)
+    with caplog.at_level(logging.INFO, logger="faststream_callout"):
+        for _ in range(3):
+            decision = await pipeline.decide(server.request(user="quinn", password="x").body)
+            assert decision.outcome is Outcome.ERROR
+            assert not decision.allowed
+    logged = [r for r in caplog.records if r.name == "faststream_callout"]
+    assert len(logged) == 3  # one line per login, no traceback
+    assert {r.levelno for r in logged} == {logging.ERROR}
+    assert [r for r in logged if r.exc_info] == []
+    assert "store unavailable" in logged[0].getMessage()
+    assert "last confirmed 20s ago" in logged[0].getMessage()
+    # The service's outage is not the client's attempt: its source is not counted.
+    assert len(throttle) == 0
+
+
+@dataclass
+class Blackhole:
+    """Swallows JetStream requests on a server without JetStream: a JetStream that hangs."""
+
+    nc: Client
+
+    async def __aenter__(self) -> None:
+        await self.nc.subscribe("$JS.API.>", cb=self._ignore)
+        await self.nc.subscribe("$KV.>", cb=self._ignore)
+        await self.nc.flush()
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.nc.close()
+
+    @staticmethod
+    async def _ignore(msg: object) -> None:
+        del msg
+
+
+@pytest.mark.parametrize("jetstream", ["unreachable", "hanging"])
+async def test_a_throttle_store_out_of_reach_locks_nobody_out_within_the_deadline(
+    caplog: pytest.LogCaptureFixture, jetstream: str
+) -> None:
+    keys = SigningKeys(KeyPair.create_account())
+    config = CalloutServerConfig(issuer=keys.callout_account)
+    fake = FakeServer.config_mode(keys.callout_account, accounts=["APP"])
+    with LocalNatsServer(config.render()) as server:  # no JetStream at all
+        login = {"user": config.auth_user, "password": config.auth_password, "error_cb": quiet}
+        nc = (await attempt_login(server.url, **login)).client
+        other = (await attempt_login(server.url, **login)).client
+        assert nc is not None
+        assert other is not None
+        hanging = Blackhole(other) if jetstream == "hanging" else contextlib.nullcontext()
+        try:
+            async with hanging:
+                store = SharedThrottleStore(
+                    nc.jetstream(), Bucket(name="callout_throttle"), ttl_writes=True
+                )
+                policy = ThrottlePolicy(per_pair=Backoff(free_failures=2))
+                pipeline = CalloutPipeline(
+                    keys, Passwords(), FixedGrant(pub=[">"]), throttle=Throttle(store, policy)
+                )
+                with caplog.at_level(logging.INFO, logger="faststream_callout"):
+                    decisions = [
+                        await pipeline.decide(fake.request(user="rita", password=pw).body)
+                        for pw in ["wrong"] * 6 + ["rita-pw"]
+                    ]
+        finally:
+            await nc.close()
+            await other.close()
+    # Judged by the lookup, as if there were no throttle: nobody is locked out.
+    assert [d.outcome for d in decisions] == [Outcome.DENIED] * 6 + [Outcome.ALLOWED]
+    latencies = [d.latency for d in decisions]
+    budget = CalloutSettings().max_decision_time
+    assert max(latencies) < budget
+    # At most one call waits out the store's timeout; then it is down and nobody waits.
+    assert sorted(latencies)[-2] < store.timeout
+    assert not store.available
+    assert store.failures >= 7
+    logged = [r for r in caplog.records if r.name.startswith("faststream_callout")]
+    assert [r for r in logged if r.exc_info] == []
+    # The store says once that it is down; the gate says it per call, in one line.
+    store_lines = [r for r in logged if r.name == "faststream_callout.shared"]
+    assert len(store_lines) == 1
+    assert "decided without the shared counts" in store_lines[0].getMessage()
+
+
 # -- Dishka --------------------------------------------------------------------------------------
 
 
@@ -379,6 +593,10 @@ async def test_the_provider_wires_every_store_into_the_pipeline(js_server: Serve
         assert registry in pipeline.observers
         invalidations = await container.get(SharedInvalidations)
         assert invalidations.caches == [cache]
+        # CalloutProvider's MemoryThrottle, its counts moved to the bucket: same policy.
+        assert pipeline.throttle is not None
+        assert pipeline.throttle.store is await container.get(SharedThrottleStore)
+        assert pipeline.throttle.policy == ThrottlePolicy()
 
         server = FakeServer.config_mode(keys.callout_account, accounts=["APP"])
         assert (await pipeline.decide(server.request(user="kay", password="kay-pw").body)).allowed
@@ -399,7 +617,7 @@ async def test_the_provider_with_stores_off(js_server: Server) -> None:
         CalloutProvider(),
         PolicyProvider(keys=keys, lookup=lookup, permissions=FixedGrant(pub=[">"])),
         SharedStateProvider(
-            SharedSettings(revocations=None, invalidations=None),
+            SharedSettings(revocations=None, invalidations=None, throttle=None),
             url=js_server.url,
             **js_server.login,
         ),
@@ -408,8 +626,42 @@ async def test_the_provider_with_stores_off(js_server: Server) -> None:
         pipeline = await container.get(CalloutPipeline)
         assert pipeline.lookup is lookup
         assert (await container.get(SessionRegistry)) in pipeline.observers
+        assert isinstance(pipeline.throttle, MemoryThrottle)
     finally:
         await container.close()
+
+
+@pytest.mark.parametrize("kept", [NoThrottle(), Throttle(MemoryStore()), "own store"])
+async def test_the_provider_moves_memory_counts_and_keeps_other_throttles(
+    js_server: Server, kept: Throttle | str
+) -> None:
+    keys = SigningKeys(js_server.issuer)
+    shared = await js_server.state(
+        SharedSettings(revocations=None, sessions=None, invalidations=None)
+    )
+    try:
+        throttle = Throttle(shared.throttle_store) if kept == "own store" else kept
+        assert isinstance(throttle, Throttle)
+        permissions = FixedGrant(pub=[">"])
+        policy = PolicyProvider(
+            keys=keys, lookup=Passwords(), permissions=permissions, throttle=throttle
+        )
+        container = make_async_container(
+            CalloutProvider(), policy, SharedStateProvider(url=js_server.url, **js_server.login)
+        )
+        try:
+            pipeline = await container.get(CalloutPipeline)
+            if isinstance(throttle.store, MemoryStore) and not isinstance(throttle, NoThrottle):
+                # A plain Throttle over a MemoryStore is moved, keeping its policy.
+                assert pipeline.throttle is not throttle
+                assert pipeline.throttle is not None
+                assert isinstance(pipeline.throttle.store, SharedThrottleStore)
+            else:
+                assert pipeline.throttle is throttle
+        finally:
+            await container.close()
+    finally:
+        await shared.close()
 
 
 # -- every core of a host: faststream run --workers -------------------------------------------
@@ -479,7 +731,7 @@ async def test_two_worker_processes_share_one_memory(js_server: Server, tmp_path
             assert attempt.refused, attempt.error
         await eventually(lambda: len(decisions(service)) == before + 16)
         refusals = decisions(service)[before:]
-        # (The throttle is still per process: each worker counts its own denials.)
+        # (Denials count in the shared throttle: past 5, refusals are throttled.)
         assert {outcome for _, outcome, _ in refusals} <= {"denied", "throttled"}
         assert {pid for pid, _, _ in refusals} == workers
         await admin.revocations.restore("alice")

@@ -21,6 +21,7 @@ __all__ = [
     "InvalidKeyError",
     "NotApplicable",
     "SignerError",
+    "StoreUnavailable",
 ]
 
 
@@ -29,6 +30,17 @@ class SignerError(CalloutError):
 
     Nothing can be signed then, not even a denial: the pipeline answers with an
     empty (unsigned) reply, which nats-server reads as a denial.
+    """
+
+
+class StoreUnavailable(CalloutError):  # noqa: N818 - reads as a state, like Denied
+    """A store the decision needs (shared through JetStream, say) could not be reached in time.
+
+    Raised by the shared stores (``faststream_callout.integration.shared``):
+    their writes after their retries, the shared revocation list when its copy
+    is older than it may be, the shared throttle store when JetStream does not
+    answer. An expected failure, not a bug: the pipeline denies the login and
+    logs one line, without a traceback. Never holds a secret.
     """
 
 

@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Final
 
 from faststream_callout.core import stages
-from faststream_callout.core.errors import Denied, Drop
+from faststream_callout.core.errors import Denied, Drop, StoreUnavailable
 from faststream_callout.core.keyring import Keyring
 from faststream_callout.core.policy import Identity, IdentityLookup, PermissionBuilder
 from faststream_callout.core.signing import SigningKeys
@@ -354,6 +354,15 @@ class CalloutPipeline:
                 budget,
             )
             return await self._deny(exchange, Outcome.TIMEOUT, _TIMEOUT_REASON, started, identity)
+        except StoreUnavailable as exc:  # expected while a store is down: no traceback per login
+            logger.error(  # noqa: TRY400 - one line per login, not a traceback
+                "auth callout store unavailable for client %s; denying: %s",
+                stages.client_label(request),
+                stages.printable(str(exc)),
+            )
+            return await self._deny(
+                exchange, Outcome.ERROR, settings.error_reason, started, identity
+            )
         except Exception:
             logger.exception(
                 "auth callout policy failed for client %s; denying", stages.client_label(request)

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
-from faststream_callout.core.errors import Denied, Drop
+from faststream_callout.core.errors import Denied, Drop, StoreUnavailable
 from faststream_callout.core.policy import resolve_by
 from faststream_callout.core.throttle import (
     BUSY_REASON,
@@ -158,8 +158,8 @@ class ThrottleGate:
         except Denied:
             result = AttemptResult.FAILED
             raise
-        except (Drop, asyncio.CancelledError):
-            result = None  # the policy chose silence / shutting down: not an attempt
+        except (Drop, StoreUnavailable, asyncio.CancelledError):
+            result = None  # silence, a store down, shutting down: not the client's attempt
             raise
         else:
             result = AttemptResult.SUCCEEDED
@@ -188,6 +188,9 @@ class ThrottleGate:
                 admission = await resolve_by(deadline, admission)
         except TimeoutError:
             raise
+        except StoreUnavailable as exc:  # expected while its store is down: one line
+            logger.warning("throttle store unavailable; not throttling: %s", exc)
+            return _ADMIT
         except Exception:
             logger.exception("throttle failed; not throttling")
             return _ADMIT
@@ -206,6 +209,10 @@ class ThrottleGate:
             try:
                 async with asyncio.timeout_at(deadline):
                     await recorded
+            except StoreUnavailable as exc:
+                logger.warning(
+                    "throttle store unavailable; %s attempt not counted: %s", result.value, exc
+                )
             except Exception:
                 logger.exception("throttle failed to record a %s attempt", result.value)
             return
@@ -219,6 +226,10 @@ class ThrottleGate:
         try:
             async with asyncio.timeout(_LATE_RECORD_TIMEOUT):
                 await recorded
+        except StoreUnavailable as exc:
+            logger.warning(
+                "throttle store unavailable; %s attempt not counted: %s", result.value, exc
+            )
         except Exception:
             logger.exception("throttle failed to record a %s attempt", result.value)
 

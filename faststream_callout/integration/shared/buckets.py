@@ -23,7 +23,7 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
-from faststream_callout.core.errors import CalloutError
+from faststream_callout.core.errors import StoreUnavailable
 from faststream_callout.core.stages import printable
 
 __all__ = [
@@ -62,15 +62,6 @@ _TRANSIENT: Final = (
     OSError,
 )
 _T = TypeVar("_T")
-
-
-class StoreUnavailable(CalloutError):  # noqa: N818 - reads as a state, like Denied
-    """A shared store could not be reached, read or written in time.
-
-    Raised by the shared stores' writes (``revoke``, ``invalidate`` ...) after
-    their retries, and by :meth:`SharedRevocationList.is_revoked` when its copy
-    is older than it may be; the pipeline then denies. Never holds a secret.
-    """
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,12 +10,14 @@ from dishka import Provider, Scope
 
 from faststream_callout.core.pipeline import CalloutPipeline
 from faststream_callout.core.policy import IdentityLookup
+from faststream_callout.core.throttle import MemoryStore, NoThrottle, Throttle
 from faststream_callout.integration.cache import DecisionCache
 from faststream_callout.integration.observers import observe
 from faststream_callout.integration.sessions import SessionRegistry
 from faststream_callout.integration.shared.invalidations import SharedInvalidations
 from faststream_callout.integration.shared.revocations import SharedRevocationList
 from faststream_callout.integration.shared.state import SharedSettings, SharedState
+from faststream_callout.integration.shared.throttle import SharedThrottleStore
 
 __all__ = ["SharedStateProvider"]
 
@@ -36,8 +38,12 @@ class SharedStateProvider(Provider):
     - observes the pipeline with the shared :class:`SessionRegistry`;
     - when the provided lookup is a :class:`DecisionCache`, attaches it to the
       shared invalidations;
+    - moves the provided :class:`~faststream_callout.core.throttle.Throttle`'s
+      counts to the shared bucket, keeping its policy (``MemoryThrottle`` by
+      default; a ``NoThrottle`` or a throttle on a store of your own is kept);
     - provides :class:`SharedState`, :class:`SharedRevocationList`,
-      :class:`SessionRegistry` and :class:`SharedInvalidations` for your code
+      :class:`SessionRegistry`, :class:`SharedInvalidations` and
+      :class:`SharedThrottleStore` for your code
       (``await container.get(SharedRevocationList)``), per the settings.
 
     The state connects when the pipeline is first resolved (``AuthCallout`` does
@@ -84,6 +90,11 @@ class SharedStateProvider(Provider):
                 return state.revocations.guard(lookup)
             return lookup
 
+        def shared_throttle(throttle: Throttle, state: SharedState) -> Throttle:
+            if isinstance(throttle, NoThrottle) or not isinstance(throttle.store, MemoryStore):
+                return throttle  # off, or counting in a store of its own
+            return state.throttle(throttle.policy)
+
         def shared_sessions(pipeline: CalloutPipeline, state: SharedState) -> CalloutPipeline:
             return observe(pipeline, state.sessions)
 
@@ -96,6 +107,9 @@ class SharedStateProvider(Provider):
             self.decorate(_named(shared_sessions), provides=CalloutPipeline)
         if chosen.invalidations is not None:
             self.provide(_named(_invalidations), provides=SharedInvalidations)
+        if chosen.throttle is not None:
+            self.provide(_named(_throttle_store), provides=SharedThrottleStore)
+            self.decorate(_named(shared_throttle), provides=Throttle)
 
 
 def _revocations(state: SharedState) -> SharedRevocationList:
@@ -108,6 +122,10 @@ def _sessions(state: SharedState) -> SessionRegistry:
 
 def _invalidations(state: SharedState) -> SharedInvalidations:
     return state.invalidations
+
+
+def _throttle_store(state: SharedState) -> SharedThrottleStore:
+    return state.throttle_store
 
 
 def _named(factory: _F) -> _F:

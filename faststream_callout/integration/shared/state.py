@@ -19,6 +19,7 @@ from nats.js.kv import KeyValue
 
 from faststream_callout.core import env
 from faststream_callout.core.errors import ConfigurationError
+from faststream_callout.core.throttle import Throttle, ThrottlePolicy
 from faststream_callout.integration.sessions import SessionRegistry
 from faststream_callout.integration.shared.buckets import (
     Bucket,
@@ -30,6 +31,7 @@ from faststream_callout.integration.shared.invalidations import SharedInvalidati
 from faststream_callout.integration.shared.mirror import BucketMirror, Entry
 from faststream_callout.integration.shared.revocations import SharedRevocationList
 from faststream_callout.integration.shared.sessions import SharedSessions
+from faststream_callout.integration.shared.throttle import SharedThrottleStore
 
 __all__ = ["SharedSettings", "SharedState"]
 
@@ -48,6 +50,8 @@ class SharedSettings:
         sessions: the bucket of the shared :class:`SessionRegistry`.
         invalidations: the bucket of the :class:`SharedInvalidations` (entries
             live 5 minutes: keep that above your caches' ``max_ttl``).
+        throttle: the bucket of the :class:`SharedThrottleStore` (each record
+            lives as long as the policy keeps it: a per-message TTL).
         max_staleness: seconds a local copy may go unconfirmed (JetStream out of
             reach) before the revocation check refuses every login and the
             decision cache stops caching. Above a JetStream leader election
@@ -56,6 +60,9 @@ class SharedSettings:
         write_timeout: seconds a write (revoke, restore, invalidate, a session)
             is retried; above a leader election, so a node loss loses nothing.
         request_timeout: seconds one JetStream request may take.
+        throttle_timeout: seconds one throttle read or write may take at a login;
+            past it the login is decided without the shared counts, and for
+            ``probe_interval`` s no login waits for them.
         start_timeout: seconds to open the buckets and load the first copies.
         max_pending_sessions: session writes queued at most (see :class:`SharedSessions`).
         max_sessions: sessions each instance keeps in memory (``SessionRegistry.max_entries``).
@@ -69,10 +76,14 @@ class SharedSettings:
     invalidations: Bucket | None = field(
         default_factory=lambda: Bucket(name="callout_invalidations", ttl=300.0)
     )
+    throttle: Bucket | None = field(
+        default_factory=lambda: Bucket(name="callout_throttle", republish=False)
+    )
     max_staleness: float = 15.0
     probe_interval: float = 1.0
     write_timeout: float = 15.0
     request_timeout: float = 2.0
+    throttle_timeout: float = 0.25
     start_timeout: float = 15.0
     max_pending_sessions: int = 10_000
     max_sessions: int = 100_000
@@ -83,6 +94,7 @@ class SharedSettings:
             "probe_interval",
             "write_timeout",
             "request_timeout",
+            "throttle_timeout",
             "start_timeout",
         ):
             value = getattr(self, name)
@@ -90,7 +102,8 @@ class SharedSettings:
                 raise ValueError(f"{name} must be a positive number of seconds")
         if self.max_staleness <= self.probe_interval:
             raise ValueError("max_staleness must be longer than probe_interval")
-        buckets = [b.name for b in (self.revocations, self.sessions, self.invalidations) if b]
+        stores = (self.revocations, self.sessions, self.invalidations, self.throttle)
+        buckets = [b.name for b in stores if b]
         if len(set(buckets)) != len(buckets):
             raise ValueError("each store needs a bucket of its own")
 
@@ -110,7 +123,9 @@ class SharedState:
         state = await SharedState.connect("nats://node-1:4222", user="auth", password=pw)
         async with state:
             lookup = state.revocations.guard(MyLookup())
-            pipeline = CalloutPipeline(keys, lookup, rules, observers=[state.sessions])
+            pipeline = CalloutPipeline(
+                keys, lookup, rules, throttle=state.throttle(), observers=[state.sessions]
+            )
             ...
             await state.revocations.revoke("mallory")  # refused by every instance
 
@@ -140,6 +155,7 @@ class SharedState:
         self._sessions: SessionRegistry | None = None
         self._session_store: SharedSessions | None = None
         self._invalidations: SharedInvalidations | None = None
+        self._throttle: SharedThrottleStore | None = None
         self._started = False
 
     def __repr__(self) -> str:
@@ -152,6 +168,7 @@ class SharedState:
             "revocations": self._revocations is not None,
             "sessions": self._sessions is not None,
             "invalidations": self._invalidations is not None,
+            "throttle": self._throttle is not None,
         }
 
     # -- set-up -------------------------------------------------------------------------------
@@ -277,6 +294,25 @@ class SharedState:
             invalidations.mirror = await self._follow(kv, bucket, invalidations.apply)
             invalidations.mirror.probes.append(invalidations.check)
             self._invalidations = invalidations
+        if settings.throttle is not None:
+            bucket = settings.throttle
+            await open_bucket(self._js, bucket)
+            info = await self._js.stream_info(bucket.stream)
+            ttl_writes = bool(info.config.allow_msg_ttl)
+            if not ttl_writes and not info.config.max_age:
+                logger.warning(
+                    "bucket %s allows no per-message TTL and has none: throttle records "
+                    "are never forgotten (create it with nats-server 2.11+, or give it a TTL)",
+                    bucket.name,
+                )
+            self._throttle = SharedThrottleStore(
+                self._js,
+                bucket,
+                ttl_writes=ttl_writes,
+                timeout=settings.throttle_timeout,
+                retry_after=settings.probe_interval,
+                clock=self._clock,
+            )
 
     async def _follow(
         self, kv: KeyValue, bucket: Bucket, apply: Callable[[Entry], None]
@@ -339,6 +375,21 @@ class SharedState:
         return self._invalidations
 
     @property
+    def throttle_store(self) -> SharedThrottleStore:
+        """The throttle records every instance shares (see :meth:`throttle`)."""
+        if self._throttle is None:
+            raise ConfigurationError(_off("throttle", self._started))
+        return self._throttle
+
+    def throttle(self, policy: ThrottlePolicy | None = None) -> Throttle:
+        """A throttle applying ``policy`` to the counts every instance shares.
+
+        Provide it to the pipeline (``CalloutPipeline(throttle=...)``); its clock
+        is wall time, which every instance shares.
+        """
+        return Throttle(self.throttle_store, policy, clock=self._clock)
+
+    @property
     def mirrors(self) -> list[BucketMirror]:
         """The followed buckets (their age, position and restarts)."""
         return list(self._mirrors)
@@ -347,7 +398,7 @@ class SharedState:
 def _off(store: str, started: bool) -> str:  # noqa: FBT001 - a private helper
     if not started:
         return f"the shared state is not started: start() it before using {store}"
-    return f"shared {store} are off (SharedSettings({store}=None))"
+    return f"shared {store}: off (SharedSettings({store}=None))"
 
 
 def _login(
