@@ -1,8 +1,8 @@
 """A callout service for every core of a host: N processes, one memory (JetStream KV).
 
 Run N worker processes of it; each is an instance in the callout's queue group, and
-they share the revocation list, the sessions and the cache invalidations through
-JetStream KV buckets in the callout account (``SharedStateProvider``)::
+they share the revocation list, the sessions, the cache invalidations and the
+throttle counts through JetStream KV buckets in the callout account (``SharedStateProvider``)::
 
     NATS_URL=nats://127.0.0.1:4222 CALLOUT_USER=auth CALLOUT_PASSWORD=... \\
     CALLOUT_ISSUER_SEED=SA... faststream run examples.shared_service:app --workers 2

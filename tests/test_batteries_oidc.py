@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from batteries_support import JWKSServer, Pki, Signer, claims, jwks_server, make_request
+from clocks import ManualClock
 
 from faststream_callout import CalloutPipeline, ConfigurationError, Denied, KeyPair, SigningKeys
 from faststream_callout.batteries import (
@@ -28,14 +29,6 @@ from faststream_callout.batteries.oidc import JWKSCache, OIDCLookup
 from faststream_callout.testing import FakeServer
 
 AUD = "nats"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def b64(data: bytes) -> str:
@@ -292,7 +285,7 @@ async def test_huge_tokens_are_refused_unparsed(idp):
 
 
 async def test_keys_are_cached_and_refreshed_after_the_ttl(idp, rsa):
-    clock = Clock()
+    clock = ManualClock()
     cache = JWKSCache(idp.jwks_uri, ttl=60, min_refresh_interval=5, clock=clock)
     lookup = OIDCLookup(issuer=idp.base, audience=AUD, jwks=cache)
     token = rsa.token(claims(idp.base))
@@ -305,7 +298,7 @@ async def test_keys_are_cached_and_refreshed_after_the_ttl(idp, rsa):
 
 
 async def test_a_rotated_key_is_picked_up(idp, rsa):
-    clock = Clock()
+    clock = ManualClock()
     cache = JWKSCache(idp.jwks_uri, min_refresh_interval=5, clock=clock)
     lookup = OIDCLookup(issuer=idp.base, audience=AUD, jwks=cache)
     await lookup.lookup(make_request(token=rsa.token(claims(idp.base))))
@@ -319,7 +312,7 @@ async def test_a_rotated_key_is_picked_up(idp, rsa):
 
 
 async def test_random_kids_cannot_hammer_the_provider(idp, rsa):
-    clock = Clock()
+    clock = ManualClock()
     cache = JWKSCache(idp.jwks_uri, min_refresh_interval=30, clock=clock)
     lookup = OIDCLookup(issuer=idp.base, audience=AUD, jwks=cache)
     await lookup.lookup(make_request(token=rsa.token(claims(idp.base))))
@@ -382,7 +375,7 @@ async def test_a_slow_provider_times_out_and_denies(rsa):
 
 
 async def test_stale_keys_serve_while_the_provider_is_down_then_not(idp, rsa):
-    clock = Clock()
+    clock = ManualClock()
     cache = JWKSCache(idp.jwks_uri, ttl=60, stale_if_error=120, min_refresh_interval=1, clock=clock)
     lookup = OIDCLookup(issuer=idp.base, audience=AUD, jwks=cache)
     token = rsa.token(claims(idp.base))

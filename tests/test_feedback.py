@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from callout_env import CONFIG, CalloutEnv, login, run_in
+from clocks import ManualClock
 from faststream.nats import NatsBroker, TestNatsBroker
 from faststream.specification import AsyncAPI
 from nats_versions import running_version
@@ -164,14 +165,6 @@ async def test_accepted_and_denied_logins_are_not_refusals(fb_service):
 # -- the bookkeeping, without a server ---------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _decision(cid: int, server: str, outcome: Outcome = Outcome.ALLOWED) -> Decision:
     request = AuthorizationRequest(
         server_id=ServerId(id=server, name="s"),
@@ -208,7 +201,7 @@ def test_denials_are_not_remembered():
 
 
 def test_entries_expire_and_are_bounded():
-    clock = Clock()
+    clock = ManualClock()
     feedback = ServerFeedback(ttl=5, max_entries=3, clock=clock)
     for cid in range(5):
         feedback(_decision(cid, "NSERVER"))

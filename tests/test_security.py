@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from clocks import ManualClock
 from faststream.nats import NatsBroker, TestNatsBroker
 
 from faststream_callout import (
@@ -135,17 +136,6 @@ class Builder:
         if self.delay:
             await asyncio.sleep(self.delay)
         return Grant(account="APP", pub=Permission(allow=[f"chat.{identity.name}.>"]))
-
-
-class Clock:
-    def __init__(self, now: float = T) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def make(
@@ -661,7 +651,7 @@ async def test_default_limit_refuses_huge_bodies_without_parsing(
 # secret scan below use this one.
 
 
-def pipeline_throttle(clock: Clock) -> MemoryThrottle:
+def pipeline_throttle(clock: ManualClock) -> MemoryThrottle:
     """Two free failures per user and source; the source's allowance stays out of the way."""
     pair = Backoff(free_failures=2, base_lockout=1.0, max_lockout=8.0, forget_after=1000.0)
     return MemoryThrottle(ThrottlePolicy(per_pair=pair), clock=clock)
@@ -689,7 +679,7 @@ async def test_decision_log_fields_per_outcome(
     decision_records: Callable[[], list[logging.LogRecord]],
     caplog: Any,
 ) -> None:
-    clock = Clock(0.0)
+    clock = ManualClock(0.0)
     settings = CalloutSettings(
         max_decision_time=0.05,
         error_reason="try later",
@@ -1064,7 +1054,7 @@ async def test_no_secret_in_logs_reprs_or_reasons(caplog: Any, encrypted: bool) 
     if xkey is not None:
         scan.secret("service xkey seed", xkey.seed)
     creds = Credentials(scan)
-    clock = Clock(0.0)
+    clock = ManualClock(0.0)
     settings = CalloutSettings(
         max_decision_time=0.05,
         trusted_servers={server.key.public_key},
@@ -1179,7 +1169,7 @@ async def test_no_secret_through_faststream(caplog: Any) -> None:
         creds.lookup(delay=30.0, slow={"slow"}),
         Builder(),
         CalloutSettings(max_decision_time=0.05),
-        throttle=pipeline_throttle(Clock(0.0)),
+        throttle=pipeline_throttle(ManualClock(0.0)),
     )
     broker = NatsBroker(logger=logging.getLogger("tests.faststream"), log_level=logging.DEBUG)
     # FastStream logs requests only on its own path (direct dispatch bypasses it).

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from callout_env import ConfigServer, OperatorWorld, config_server, nats_server
 from callout_env import login as connect
+from clocks import ManualClock
 from nats.aio.client import Client, RawCredentials
 from nats.errors import Error as NatsError
 from policies import GrantByName, Passwords
@@ -57,14 +58,6 @@ def permissions(account: str = "APP") -> GrantByName:
     )
 
 
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 # -- the registry on its own ------------------------------------------------------
 
 
@@ -74,7 +67,7 @@ class Unit:
     revocations: RevocationList
     pipeline: CalloutPipeline
     server: FakeServer
-    clock: Clock
+    clock: ManualClock
     decisions: list[Decision] = field(default_factory=list)
 
     async def login(self, user: str, **options: Any) -> Decision:
@@ -88,7 +81,7 @@ class Unit:
 
 @pytest.fixture
 def unit() -> Unit:
-    clock = Clock()
+    clock = ManualClock(1_800_000_000.0)
     issuer = KeyPair.create_account()
     registry = SessionRegistry(max_entries=50, clock=clock)
     revocations = RevocationList(clock=clock)

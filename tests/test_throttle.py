@@ -22,6 +22,7 @@ import msgspec
 import nats
 import pytest
 from callout_env import CONFIG, CalloutEnv, run_in
+from clocks import ManualClock
 from nats.errors import Error as NatsError
 from policies import FixedGrant
 
@@ -67,17 +68,6 @@ TOKEN = "tok-" + secrets.token_urlsafe(24)
 BAD_TOKEN = "badtok-" + secrets.token_urlsafe(24)
 
 
-class Clock:
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def small_policy(**changes: Any) -> ThrottlePolicy:
     """Small numbers: 2 free failures per pair, 5 per subject and per source."""
     fields: dict[str, Any] = {
@@ -120,7 +110,7 @@ def admitted(throttle: MemoryThrottle, one: Attempt, max_wait: float = 0.0) -> b
 
 
 def test_pair_lockout_doubles_up_to_the_cap() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     lenient = Backoff(free_failures=1000)
     policy = small_policy(
         per_pair=Backoff(free_failures=3, base_lockout=1.0, max_lockout=8.0),
@@ -148,7 +138,7 @@ def test_pair_lockout_doubles_up_to_the_cap() -> None:
 
 
 def test_one_source_guessing_does_not_lock_the_user_out_elsewhere() -> None:
-    throttle = MemoryThrottle(small_policy(), clock=Clock())
+    throttle = MemoryThrottle(small_policy(), clock=ManualClock(START))
     guesser, home = attempt(host="10.6.6.6"), attempt(host="10.1.1.1")
     fail(throttle, guesser, times=3)
     assert not admitted(throttle, guesser)
@@ -157,7 +147,7 @@ def test_one_source_guessing_does_not_lock_the_user_out_elsewhere() -> None:
 
 
 def test_the_subject_limit_slows_untrusted_sources_and_never_trusted_ones() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     throttle = MemoryThrottle(small_policy(), clock=clock)
     home = attempt(host="10.1.1.1")
     throttle.record(home, AttemptResult.SUCCEEDED)  # alice logged in from home
@@ -179,7 +169,7 @@ def test_the_subject_limit_slows_untrusted_sources_and_never_trusted_ones() -> N
 
 
 def test_the_source_allowance_counts_every_unsuccessful_attempt() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     throttle = MemoryThrottle(small_policy(), clock=clock)
     home = attempt("bob", host="10.0.0.1")
     throttle.record(home, AttemptResult.SUCCEEDED)
@@ -203,7 +193,7 @@ def test_the_source_allowance_counts_every_unsuccessful_attempt() -> None:
 
 
 def test_success_resets_and_trusts_the_pair_but_not_the_source() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     throttle = MemoryThrottle(small_policy(), clock=clock)
     mine = attempt()
     fail(throttle, mine, times=2)
@@ -219,7 +209,7 @@ def test_success_resets_and_trusts_the_pair_but_not_the_source() -> None:
 
 
 def test_failures_are_forgotten_after_a_quiet_period() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     quiet = Backoff(free_failures=2, forget_after=60.0)
     throttle = MemoryThrottle(
         small_policy(per_pair=quiet, per_subject=quiet, per_source=quiet), clock=clock
@@ -236,7 +226,7 @@ def test_failures_are_forgotten_after_a_quiet_period() -> None:
 
 
 def test_memory_is_bounded() -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     throttle = MemoryThrottle(max_entries=50, clock=clock)
     for n in range(5000):
         clock.advance(0.001)
@@ -250,7 +240,7 @@ def test_memory_is_bounded() -> None:
 
 def test_a_spray_of_names_does_not_end_a_lockout() -> None:
     """Issue 14, item 7: the LRU evicted a locked record as readily as any other."""
-    clock = Clock()
+    clock = ManualClock(START)
     throttle = MemoryThrottle(small_policy(), max_entries=50, clock=clock)
     victim = attempt("alice", host="10.1.1.1")
     fail(throttle, victim, times=3)
@@ -396,8 +386,8 @@ async def test_an_async_store_applies_the_same_policy() -> None:
 
     store = AsyncStore()
     policy = small_policy()
-    in_memory = await run(MemoryThrottle(policy, clock=Clock()))
-    shared = await run(Throttle(store, policy, clock=Clock()))
+    in_memory = await run(MemoryThrottle(policy, clock=ManualClock(START)))
+    shared = await run(Throttle(store, policy, clock=ManualClock(START)))
     assert shared == in_memory
     assert (False, 0.0, False) in in_memory  # something was refused
     assert (True, 0.0, True) in in_memory  # and the trusted source admitted
@@ -497,7 +487,7 @@ def assert_signed_denial(decision: Decision, verdict: Verdict, reason: str) -> N
 async def test_throttled_attempt_is_denied_without_a_lookup(
     keys: SigningKeys, server: FakeServer
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     pipeline = make(keys, MemoryThrottle(small_policy(), clock=clock))
     for n in range(3):
         decision, _ = await login(pipeline, server, password=WRONG_PASSWORD)
@@ -553,7 +543,7 @@ async def test_other_sources_failures_slow_a_user_down_but_never_lock_them_out(
     keys: SigningKeys, server: FakeServer
 ) -> None:
     """Issue 14, item 2: a distributed guesser can slow alice's new sources, not refuse home."""
-    clock = Clock()
+    clock = ManualClock(START)
     pipeline = make(keys, MemoryThrottle(clock=clock))  # 20 free failures per user
     decision, _ = await login(pipeline, server, client_host="10.1.1.1")  # home
     assert decision.allowed
@@ -577,7 +567,7 @@ async def test_other_sources_failures_slow_a_user_down_but_never_lock_them_out(
 async def test_a_source_past_its_allowance_is_refused_until_its_lockout_ends(
     keys: SigningKeys, server: FakeServer
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(START)
     pipeline = make(keys, MemoryThrottle(small_policy(), clock=clock))
     for n in range(6):  # six user names, one failure each, one source
         decision, _ = await login(
@@ -602,7 +592,7 @@ async def test_token_guesses_are_counted_by_fingerprint(
         KeyPair.create_account(),
     )
     connect = {"token": BAD_TOKEN} if credential == "token" else {"jwt_token": bad_jwt}
-    clock = Clock()
+    clock = ManualClock(START)
     every_two_seconds = Backoff(free_failures=5, base_lockout=2.0, max_lockout=2.0)
     throttle = MemoryThrottle(small_policy(per_subject=every_two_seconds), clock=clock)
     pipeline = make(keys, throttle)
@@ -622,7 +612,7 @@ async def test_token_guesses_are_counted_by_fingerprint(
 
 async def test_timeouts_count_against_the_source(keys: SigningKeys, server: FakeServer) -> None:
     """Issue 14, item 1: only Denied counted, so a flood that timed out was never throttled."""
-    throttle = MemoryThrottle(small_policy(), clock=Clock())
+    throttle = MemoryThrottle(small_policy(), clock=ManualClock(START))
     pipeline = make(
         keys,
         throttle,
@@ -696,7 +686,7 @@ async def test_attempts_in_flight_per_source_are_capped(
 
 async def test_ipv6_sources_count_by_their_64(keys: SigningKeys, server: FakeServer) -> None:
     """Issue 14, item 1: every IPv6 /128 had a fresh budget."""
-    pipeline = make(keys, MemoryThrottle(small_policy(), clock=Clock()))
+    pipeline = make(keys, MemoryThrottle(small_policy(), clock=ManualClock(START)))
     for n in range(6):  # six names from six addresses of one /64
         decision, _ = await login(
             pipeline, server, user=f"u{n}", password="x", client_host=f"2001:db8:6:6::{n + 1:x}"
@@ -757,7 +747,7 @@ async def test_concurrent_guesses_do_not_exceed_the_free_failures(
 ) -> None:
     pipeline = make(
         keys,
-        MemoryThrottle(small_policy(), clock=Clock()),
+        MemoryThrottle(small_policy(), clock=ManualClock(START)),
         lookup=Lookup(delay=0.01, slow={"alice"}),
     )
     minted = [
@@ -772,7 +762,7 @@ async def test_attempts_for_one_user_and_source_take_turns_others_do_not_wait(
     keys: SigningKeys, server: FakeServer
 ) -> None:
     lookup = Lookup(delay=0.01, slow={"alice", "bob", "carl", "dave"})
-    pipeline = make(keys, MemoryThrottle(small_policy(), clock=Clock()), lookup=lookup)
+    pipeline = make(keys, MemoryThrottle(small_policy(), clock=ManualClock(START)), lookup=lookup)
     users = ["alice", "bob", "carl", "dave"]
     minted = [  # one source per user: the source's own count stays out of this
         server.request(
@@ -803,7 +793,7 @@ async def test_waiting_for_a_turn_past_the_deadline_is_a_timeout(
     lookup = Lookup(delay=5.0, slow={"alice"})
     pipeline = make(
         keys,
-        MemoryThrottle(small_policy(), clock=Clock()),
+        MemoryThrottle(small_policy(), clock=ManualClock(START)),
         lookup=lookup,
         settings=CalloutSettings(max_decision_time=0.1),
     )
