@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from dishka import make_async_container
 from nats.aio.client import Client
+from nats.js import api
 from policies import FixedGrant, Passwords
 
 from faststream_callout import (
@@ -57,6 +58,7 @@ from faststream_callout.integration.shared import (
     SharedStateProvider,
     SharedThrottleStore,
     StoreUnavailable,
+    mirror,
 )
 from faststream_callout.integration.shared.buckets import key_of, name_of
 from faststream_callout.integration.shared.throttle import throttle_key
@@ -741,3 +743,35 @@ async def test_two_worker_processes_share_one_memory(js_server: Server, tmp_path
         await admin.close()
         service.stop(timeout=15)
     assert not [pid for pid in workers if pid_exists(pid)]
+
+
+# -- what confirms a copy -----------------------------------------------------------------------
+
+
+def _peer(name: str, active: int | None, *, offline: bool = False) -> api.PeerInfo:
+    return api.PeerInfo(name=name, current=True, offline=offline, active=active, lag=0)
+
+
+SECOND_NS = 1_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("leader", "actives", "confirms"),
+    [
+        ("n1", [SECOND_NS // 10, SECOND_NS // 10], True),  # a leader hearing both peers
+        ("n1", [SECOND_NS // 10, 10 * SECOND_NS], True),  # one of two: still a quorum
+        ("n1", [10 * SECOND_NS, 10 * SECOND_NS], False),  # cut off from both
+        # Leaderless (the survivor of a quorum loss answered): a follower's zeroed
+        # "last seen" is reported as active 0, which is not hearing anyone.
+        ("", [0, 0], False),
+        (None, [0, 0], False),
+        ("n1", [0, 0], False),  # never heard since it became leader
+    ],
+)
+def test_only_a_leader_with_a_quorum_confirms_a_copy(
+    leader: str | None, actives: list[int], confirms: bool
+) -> None:
+    cluster = api.ClusterInfo(
+        leader=leader, name="C", replicas=[_peer(f"p{i}", a) for i, a in enumerate(actives)]
+    )
+    assert mirror._with_quorum(cluster) is confirms

@@ -58,14 +58,19 @@ def _with_quorum(cluster: api.ClusterInfo | None) -> bool:
     stream info, with the last sequence *it* knows, while the others may elect a
     new leader and take writes (after an election timeout of 4 s at least). Its
     answers confirm nothing once its peers have been silent for longer than
-    :data:`_PEER_SILENCE`. No cluster (a single server): nothing to lose.
+    :data:`_PEER_SILENCE`. A leaderless answer confirms nothing: a follower resets
+    what it saw of the other peers to zero, and nats-server reports a zero as
+    "active 0 ago" (``jetstream_cluster.go`` ``clusterInfo``, ``raft.go``). No
+    cluster (a single server): nothing to lose.
     """
     if cluster is None or not cluster.replicas:
         return True
+    if not cluster.leader:
+        return False
     heard = 1 + sum(
         1
         for peer in cluster.replicas
-        if not peer.offline and peer.active is not None and peer.active < _PEER_SILENCE_NS
+        if not peer.offline and peer.active is not None and 0 < peer.active < _PEER_SILENCE_NS
     )
     return heard > (len(cluster.replicas) + 1) // 2
 
