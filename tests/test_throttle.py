@@ -889,7 +889,9 @@ async def test_a_flood_of_unknown_names_is_shed_and_alice_gets_in(
     assert SHED_REASON in reasons
     assert all(d.outcome is not Outcome.TIMEOUT for d in flood_decisions)
     shed = [d for d in flood_decisions if d.reason == SHED_REASON]
-    assert max(d.latency for d in shed) < 0.05  # at once, not after waiting
+    # Answered while the flood goes on, not at the deadline (1.5 s): a shed check may
+    # have waited in the queue for a few hashes before a newer one pushed it out.
+    assert max(d.latency for d in shed) < 10 * CHECK
     assert time.perf_counter() - started < 3.0
 
 
