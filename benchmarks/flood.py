@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,13 +148,15 @@ def write_outcomes(path: str, counts: Counter[str]) -> None:
 # -- the driver: logins by hand ----------------------------------------------------------------
 
 
-async def raw_login(port: int, user: str, password: str, *, source: str) -> tuple[str, float]:
+async def raw_login(
+    port: int, user: str, password: str, *, source: str, within: float = 5.0
+) -> tuple[str, float]:
     """CONNECT by hand from ``source``: (``admitted`` | ``refused`` | ``hung`` | error, seconds)."""
     started = time.monotonic()
     options = {"verbose": False, "pedantic": False, "user": user, "pass": password}
     writer = None
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(within):
             reader, writer = await asyncio.open_connection(
                 "127.0.0.1", port, local_addr=(source, 0)
             )
@@ -218,14 +220,40 @@ async def keep_trying(
 
 
 @contextlib.asynccontextmanager
+async def paced(rate: float, attempt: Callable[[int], Awaitable[None]]) -> AsyncIterator[None]:
+    """Start ``attempt(n)`` ``rate`` times a second, not waiting for each, until the block ends.
+
+    On leaving, the sending stops and the attempts under way are awaited.
+    """
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def send() -> None:
+        n = 0
+        while True:
+            task = asyncio.ensure_future(attempt(n))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            n += 1
+            await asyncio.sleep(1 / rate)
+
+    sending = asyncio.create_task(send())
+    try:
+        yield
+    finally:
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
 async def flood(
     kind: str, port: int, url: str, config: object, issuer: str
 ) -> AsyncIterator[Counter[str]]:
     """Run the flood ``kind`` until the block ends; yields the driver's view of its replies."""
     seen: Counter[str] = Counter()
-    tasks: set[asyncio.Task[None]] = set()
     rate = 50 if kind == "ipv4" else 60
-    sender: Callable[[int], object]
+    sender: Callable[[int], Awaitable[None]]
     nc = None
     if kind == "ipv4":
 
@@ -265,23 +293,10 @@ async def flood(
 
         sender = request
 
-    async def send() -> None:
-        n = 0
-        while True:
-            task = asyncio.ensure_future(sender(n))  # type: ignore[arg-type]
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            n += 1
-            await asyncio.sleep(1 / rate)
-
-    sending = asyncio.create_task(send())
     try:
-        yield seen
+        async with paced(rate, sender):
+            yield seen
     finally:
-        sending.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sending
-        await asyncio.gather(*tasks, return_exceptions=True)
         if nc is not None:
             await nc.close()
 

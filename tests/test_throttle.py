@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import argon2
-import msgspec
 import nats
 import pytest
 from callout_env import CONFIG, CalloutEnv, run_in
 from clocks import ManualClock
+from flood import paced, raw_login
 from nats.errors import Error as NatsError
 from policies import FixedGrant
 
@@ -901,63 +901,18 @@ FLOOD_RATE = 50  # unknown names per second from one address, as in the issue
 FLOOD_SECONDS = 4.0
 
 
-async def raw_connect(port: int, user: str, *, source: str, within: float = 3.0) -> str:
-    """CONNECT by hand from ``source``: ``admitted``, ``refused`` or what went wrong."""
-    writer = None
-    options = {"verbose": False, "pedantic": False, "user": user, "pass": "x", "protocol": 1}
-    try:
-        async with asyncio.timeout(within):
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, local_addr=(source, 0)
-            )
-            await reader.readline()  # INFO
-            connect = msgspec.json.encode(options).decode()
-            writer.write(f"CONNECT {connect}\r\nPING\r\n".encode())
-            while True:
-                line = await reader.readline()
-                if line.startswith(b"PING"):
-                    writer.write(b"PONG\r\n")
-                elif line.startswith(b"PONG"):
-                    return "admitted"
-                elif line.startswith(b"-ERR"):
-                    return "refused"
-                elif not line:
-                    return "closed"
-    except TimeoutError:
-        return "hung"
-    except OSError as exc:
-        return repr(exc)
-    finally:
-        if writer is not None:
-            writer.close()
-
-
 @contextlib.asynccontextmanager
 async def flood_from(port: int, source: str, rate: float) -> AsyncIterator[list[str]]:
     """Unknown names from ``source`` at ``rate`` per second until the block ends."""
     results: list[str] = []
-    tasks: set[asyncio.Task[None]] = set()
 
     async def one(n: int) -> None:
-        results.append(await raw_connect(port, f"nobody-{n}-{secrets.token_hex(4)}", source=source))
+        name = f"nobody-{n}-{secrets.token_hex(4)}"
+        outcome, _ = await raw_login(port, name, "x", source=source, within=3.0)
+        results.append(outcome)
 
-    async def send() -> None:
-        n = 0
-        while True:
-            task = asyncio.create_task(one(n))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            n += 1
-            await asyncio.sleep(1 / rate)
-
-    sender = asyncio.create_task(send())
-    try:
+    async with paced(rate, one):
         yield results
-    finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @run_in(CONFIG)
