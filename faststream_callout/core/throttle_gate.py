@@ -206,25 +206,21 @@ class ThrottleGate:
         if recorded is None or not inspect.isawaitable(recorded):
             return
         if asyncio.get_running_loop().time() < deadline:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await recorded
-            except StoreUnavailable as exc:
-                logger.warning(
-                    "throttle store unavailable; %s attempt not counted: %s", result.value, exc
-                )
-            except Exception:
-                logger.exception("throttle failed to record a %s attempt", result.value)
+            await self._settle(recorded, result, asyncio.timeout_at(deadline))
             return
         # Past the deadline (a timeout): count it without delaying the reply further.
-        task = asyncio.ensure_future(self._record_late(recorded, result))
+        late = asyncio.timeout(_LATE_RECORD_TIMEOUT)
+        task = asyncio.ensure_future(self._settle(recorded, result, late))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _record_late(recorded: Awaitable[object], result: AttemptResult) -> None:
+    async def _settle(
+        recorded: Awaitable[object], result: AttemptResult, limit: asyncio.Timeout
+    ) -> None:
+        """Await a store's recording within ``limit``; a failing store is logged, not raised."""
         try:
-            async with asyncio.timeout(_LATE_RECORD_TIMEOUT):
+            async with limit:
                 await recorded
         except StoreUnavailable as exc:
             logger.warning(
