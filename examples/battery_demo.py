@@ -20,6 +20,7 @@ from faststream import FastStream
 from nats.errors import Error as NatsError
 
 from faststream_callout import KeyPair
+from faststream_callout.testing import settle
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
 
 
@@ -75,6 +76,7 @@ async def _main(
         app = create_app()
         assert app.broker is not None
         await app.broker.start()
+        await settle(app.broker.connection)  # the callout's SUB reached the server
         print(f"nats-server {server.url}, callout issuer {issuer.public_key}")
         try:
             results = [await _try(server.url, login) for login in logins]

@@ -21,7 +21,7 @@ import sys
 import nats
 from nats.errors import Error as NatsError
 
-from faststream_callout.testing import LocalCalloutServer
+from faststream_callout.testing import LocalCalloutServer, settle
 
 
 async def _quiet(_: Exception) -> None:
@@ -52,6 +52,8 @@ async def main(*, once: bool) -> int:
         import table_service  # noqa: PLC0415 - reads the environment set above
 
         await table_service.broker.start()
+        # Until the server processed the callout's SUB, a login would find nobody to ask.
+        await settle(table_service.broker.connection)
         issuer = server.keys.callout_account
         print(f"nats-server {server.url} (pid {server.pid}), callout issuer {issuer}")
         print("logins:")

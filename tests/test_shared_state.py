@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats.errors
 import pytest
 from dishka import make_async_container
 from nats.aio.client import Client
@@ -60,7 +61,7 @@ from faststream_callout.integration.shared import (
     StoreUnavailable,
     mirror,
 )
-from faststream_callout.integration.shared.buckets import key_of, name_of
+from faststream_callout.integration.shared.buckets import key_of, name_of, write
 from faststream_callout.integration.shared.throttle import throttle_key
 from faststream_callout.testing import FakeServer
 from faststream_callout.testing.local_server import CalloutServerConfig, LocalNatsServer
@@ -416,6 +417,51 @@ async def test_the_shared_throttle_counts_across_instances_like_one_memory_throt
     assert source is not None
     assert (pair.failures, subject.failures, source.failures) == (4, 4, 4)
     assert pair.locked_until > time.time() + 50
+
+
+class _LosesOneCancellation:
+    """JetStream requests that fail, the first as a timeout cancels it: Python 3.11's
+    ``asyncio.wait_for`` (inside nats-py's requests) then loses the cancellation and only
+    the request's error is seen; the next attempts are not cancelled again."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def __call__(self) -> None:
+        self.attempts += 1
+        if self.attempts == 1:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(10)
+        else:
+            await asyncio.sleep(0.05)
+        raise nats.errors.NoRespondersError
+
+    watchall = __call__  # as a bucket
+
+
+async def test_a_write_gives_up_in_time_even_when_a_cancellation_is_lost() -> None:
+    # (Seen as a session write retried for as long as JetStream was out of reach.)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=r"not written within 0.2s \(NoRespondersError\)"):
+        await asyncio.wait_for(
+            write(_LosesOneCancellation(), what="a record", timeout=0.2), timeout=3
+        )
+    assert time.monotonic() - started < 1
+
+
+async def test_a_mirror_start_gives_up_in_time_even_when_a_cancellation_is_lost() -> None:
+    kv = _LosesOneCancellation()
+    copy = mirror.BucketMirror(
+        None,  # type: ignore[arg-type]  # never reached: the watch fails first
+        None,  # type: ignore[arg-type]
+        kv,  # type: ignore[arg-type]
+        Bucket(name="lost", republish=False),
+        lambda _: None,
+    )
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(copy.start(timeout=0.2), timeout=3)
+    assert time.monotonic() - started < 1
 
 
 async def test_a_conflicting_write_is_retried_with_the_new_record(

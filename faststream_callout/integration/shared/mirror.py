@@ -141,7 +141,16 @@ class BucketMirror:
             TimeoutError: the first copy was not complete within ``timeout`` s.
 
         """
-        async with asyncio.timeout(timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+
+        def in_time() -> None:
+            # By hand too: Python 3.11's wait_for (in nats-py's requests) may lose the
+            # one cancellation the timeout sends.
+            if loop.time() >= deadline:
+                raise TimeoutError
+
+        async with asyncio.timeout_at(deadline):
             if self.bucket.republish:
                 self._feed = await self._nc.subscribe(f"{self.bucket.feed}.>", cb=self._on_feed)
             while True:
@@ -149,11 +158,13 @@ class BucketMirror:
                     await self._restart()
                     break
                 except _UNAVAILABLE:
+                    in_time()
                     await asyncio.sleep(0.2)
             await self._synced.wait()
             while self._confirmed is None:
                 await self.probe()
                 if self._confirmed is None:
+                    in_time()
                     await asyncio.sleep(0.05)
         self._prober = asyncio.create_task(self._probe_forever())
 
