@@ -573,15 +573,21 @@ async def test_jetstream_out_of_reach_each_store_fails_as_documented(
         await asyncio.to_thread(world.cluster.restart, 1)
         await asyncio.to_thread(world.cluster.restart, NODE_3)
         back = time.monotonic()
-        await eventually(lambda: confirmed(c), within=10)
+        await eventually(lambda: confirmed(c), within=15)
         recovered = time.monotonic() - back
         client = await admitted(world, 0, "ivan")
         await client.close()
         await refused(world, 0, "hank")
-        await eventually(lambda: not c.cache.suspended, within=5)
+        # Caching resumes at the first probe that finds its own bucket's copy confirmed:
+        # each bucket's stream elects its leader on its own, seconds apart under load.
+        invalidations = c.state.invalidations.mirror
+        assert invalidations is not None
+        await eventually(lambda: invalidations.age() <= 1.5, within=15)
+        cached_again = time.monotonic() - back
+        await eventually(lambda: not c.cache.suspended, within=1)
         print(
             f"refusing logins {stale_after:.2f}s after quorum loss; "
-            f"deciding again {recovered:.2f}s after it returned"
+            f"deciding again {recovered:.2f}s and caching {cached_again:.2f}s after it returned"
         )
     finally:
         await c.close()

@@ -343,6 +343,7 @@ class AsyncStore:
     def __init__(self) -> None:
         self.records = MemoryStore()
         self.events: list[str] = []
+        self.updating = self.most_updating = 0  # updates under way at once
 
     async def load(self, keys: Sequence[str]) -> list[ThrottleRecord | None]:
         await asyncio.sleep(0)
@@ -352,7 +353,10 @@ class AsyncStore:
     async def update(
         self, key: str, change: Callable[[ThrottleRecord | None], ThrottleRecord | None]
     ) -> ThrottleRecord | None:
+        self.updating += 1
+        self.most_updating = max(self.most_updating, self.updating)
         await asyncio.sleep(0)
+        self.updating -= 1
         self.events.append(f"update {key.split(':', 1)[0]}")
         # A conflict first, as compare-and-set may have: change is called again.
         change(self.records.get(key))
@@ -392,6 +396,22 @@ async def test_an_async_store_applies_the_same_policy() -> None:
     assert (False, 0.0, False) in in_memory  # something was refused
     assert (True, 0.0, True) in in_memory  # and the trusted source admitted
     assert store.events[:3] == ["load", "update user", "load"]  # one load per check
+
+
+async def test_a_failure_writes_its_records_at_once() -> None:
+    # Each write to a shared store is a round trip: one after another, three of them
+    # tripled the time a failed login held its decision (measured in benchmarks/shared_state.py).
+    store = AsyncStore()
+    throttle = Throttle(store, small_policy(), clock=ManualClock(START))
+    failed = attempt("alice", "10.1.1.1")
+    await throttle.record(failed, AttemptResult.FAILED)
+    assert store.most_updating == 3
+    pair, subject, source = await store.load(failed.keys)
+    assert (pair and pair.failures, subject and subject.failures, source and source.failures) == (
+        1,
+        1,
+        1,
+    )
 
 
 # --- through the pipeline -------------------------------------------------------------------

@@ -23,9 +23,11 @@ is in :mod:`faststream_callout.core.throttle_gate`.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import functools
 import hashlib
+import inspect
 import ipaddress
 import time
 import unicodedata
@@ -596,8 +598,10 @@ class Throttle:
         return reservation.admission()
 
     async def _record(self, attempt: Attempt, result: AttemptResult) -> None:
-        for key, change in self.policy.changes(attempt, result, self._clock()):
-            await resolve(self.store.update(key, change))
+        # Separate records, written at once: a shared store's write is a round trip.
+        changes = self.policy.changes(attempt, result, self._clock())
+        writes = [self.store.update(key, change) for key, change in changes]
+        await asyncio.gather(*(write for write in writes if inspect.isawaitable(write)))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.store).__name__})"
