@@ -55,7 +55,11 @@ REAL_SERVER_TESTS = (
     "tests/test_doctor.py",
     "tests/test_pytest_plugin.py",
     "tests/test_batteries_real_server.py",
+    "tests/test_batteries_table.py",
     "tests/test_presets_real_server.py",
+    "tests/test_throttle.py",
+    "tests/test_shared_state.py",
+    "tests/test_shared_cluster.py",
     "tests/test_cli.py",
     "tests/test_faults.py",
 )

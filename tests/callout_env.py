@@ -35,7 +35,7 @@ import secrets
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -510,6 +510,18 @@ class OperatorWorld:
             allowed_accounts=allowed,
             xkey=self.xkey,
         )
+
+
+async def eventually(condition: Callable[[], object], within: float = 3) -> float:
+    """Wait until ``condition()`` holds, polling every 5 ms; return the seconds it took.
+
+    Fails the test once ``within`` s have passed.
+    """
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < within, "condition not met in time"
+        await asyncio.sleep(0.005)
+    return time.monotonic() - started
 
 
 async def _quiet(_: Exception) -> None:

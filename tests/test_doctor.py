@@ -25,7 +25,7 @@ from pathlib import Path
 import nats
 import pytest
 from callout_env import OperatorWorld as Deployment
-from callout_env import nats_server, write_secret
+from callout_env import eventually, nats_server, write_secret
 from callout_env import service as callout_service
 from faststream.nats import NatsBroker
 from faststream.security import SASLPlaintext
@@ -260,6 +260,8 @@ async def test_doctor_agrees_with_the_pipeline_during_a_key_rotation(
         )
         await client.close()
         report = await run_doctor(setup, server, keys)
+        # The doctor may be done before the observer saw the denial of its probe.
+        await eventually(lambda: len(decisions) == 2)
     # The pipeline verified every request: alice got in, the doctor's probe was denied.
     assert [d.outcome for d in decisions] == [Outcome.ALLOWED, Outcome.DENIED]
     # ... and the doctor, opening and verifying the same way, finds nothing wrong.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from callout_env import ConfigServer, OperatorWorld, config_server, nats_server
+from callout_env import ConfigServer, OperatorWorld, config_server, eventually, nats_server
 from callout_env import login as connect
 from clocks import ManualClock
 from nats.aio.client import Client, RawCredentials
@@ -373,14 +373,6 @@ async def login(url: str, user: str) -> Watched:
 
     nc = await connect(url, user=user, password=f"{user}-pw", closed_cb=on_closed)
     return Watched(nc, closed)
-
-
-async def eventually(condition: Any, within: float = 3) -> None:
-    for _ in range(int(within / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    assert condition()
 
 
 def server_id_of(client: Watched) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from callout_env import service
+from callout_env import eventually, service
 from faststream.security import SASLPlaintext
 from nats.aio.client import Client
 from policies import FixedGrant
@@ -233,15 +233,6 @@ def session_key(decision: Decision) -> tuple[str, int]:
     return (decision.request.server_id.id, decision.request.client_info.id)
 
 
-async def eventually(condition: Callable[[], bool], within: float = 10) -> float:
-    """Wait until ``condition()``; return the seconds it took."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < within, "condition not met in time"
-        await asyncio.sleep(0.005)
-    return time.monotonic() - started
-
-
 def last_outcome(instance: Instance, user: str) -> Outcome:
     mine = instance.decided(user)
     assert mine, f"{instance.name} decided nothing for {user}"
@@ -295,7 +286,7 @@ async def test_kick_user_through_a_disconnects_a_session_granted_by_b(
     assert bob is not None, attempt.error
     try:
         key = session_key(pair.b.decided("bob")[-1])
-        await eventually(lambda: pair.a.state.sessions.get(*key) is not None)
+        await eventually(lambda: pair.a.state.sessions.get(*key) is not None, within=10)
         # (Logins A decided on the way were closed: the server no longer knows them.)
         results = {
             r.session.key: r.status
@@ -306,7 +297,7 @@ async def test_kick_user_through_a_disconnects_a_session_granted_by_b(
         assert set(results.values()) <= {KickStatus.KICKED, KickStatus.NOT_FOUND}
         assert await wait_closed(bob, 5)
         # Kicked sessions leave every instance.
-        await eventually(lambda: not pair.b.state.sessions.sessions(identity="bob"))
+        await eventually(lambda: not pair.b.state.sessions.sessions(identity="bob"), within=10)
     finally:
         await bob.close()
 
@@ -427,7 +418,7 @@ async def test_a_node_lost_in_the_middle_loses_nothing_and_grants_nothing_wrong(
     erin = (await through(b, world, 1, "erin")).client
     assert erin is not None
     erin_key = session_key(b.decided("erin")[-1])
-    await eventually(lambda: a.state.sessions.get(*erin_key) is not None)
+    await eventually(lambda: a.state.sessions.get(*erin_key) is not None, within=10)
 
     # Node 3 crashes: every bucket loses its leader (an election of 4-9 s) and the
     # watches that lived there. Logins go on through nodes 1 and 2 the whole time.
@@ -473,7 +464,8 @@ async def test_a_node_lost_in_the_middle_loses_nothing_and_grants_nothing_wrong(
         assert instance.state.session_store.lost == 0
     granted_b = {s.key for s in b.state.sessions.sessions(identity="hal")}
     await eventually(
-        lambda: granted_b <= {s.key for s in a.state.sessions.sessions(identity="hal")}
+        lambda: granted_b <= {s.key for s in a.state.sessions.sessions(identity="hal")},
+        within=10,
     )
     print(f"leader election after the kill: revocation stored {election:.2f}s after it")
 

@@ -15,12 +15,13 @@ import logging
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import nats.errors
 import pytest
+from callout_env import eventually
 from dishka import make_async_container
 from nats.aio.client import Client
 from nats.js import api
@@ -149,13 +150,6 @@ async def two(js_server: Server) -> AsyncIterator[tuple[SharedState, SharedState
     finally:
         await first.close()
         await second.close()
-
-
-async def eventually(condition: Callable[[], object], within: float = 3) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 async def test_buckets_are_created_when_missing_and_used_as_they_are(
