@@ -583,6 +583,18 @@ def kv_watch(
 # -- Object Store ------------------------------------------------------------------------
 
 
+def _object_store(bucket: str, api: str) -> tuple[str, str, tuple[str, str, str]]:
+    """The bucket, its stream and what reads its metadata (binding and object heads)."""
+    bucket = _bucket(bucket, "bucket")
+    stream = f"OBJ_{bucket}"
+    metadata = (
+        f"{api}.STREAM.INFO.{stream}",
+        f"{api}.STREAM.MSG.GET.{stream}",
+        f"{api}.DIRECT.GET.{stream}.$O.{bucket}.M.>",
+    )
+    return bucket, stream, metadata
+
+
 def object_get(bucket: str, *, domain: str | None = None, api_prefix: str | None = None) -> Preset:
     """Read objects of one Object Store bucket (``obs.get``, ``get_info``); read-only.
 
@@ -602,13 +614,10 @@ def object_get(bucket: str, *, domain: str | None = None, api_prefix: str | None
 
     """
     api = _api(domain, api_prefix)
-    bucket = _bucket(bucket, "bucket")
-    stream = f"OBJ_{bucket}"
+    bucket, stream, metadata = _object_store(bucket, api)
     return Preset(
         pub=(
-            f"{api}.STREAM.INFO.{stream}",
-            f"{api}.STREAM.MSG.GET.{stream}",
-            f"{api}.DIRECT.GET.{stream}.$O.{bucket}.M.>",
+            *metadata,
             f"{api}.STREAM.NAMES",
             f"{api}.CONSUMER.CREATE.{stream}",
             f"{api}.CONSUMER.CREATE.{stream}.*.$O.{bucket}.C.>",
@@ -636,15 +645,12 @@ def object_put(bucket: str, *, domain: str | None = None, api_prefix: str | None
 
     """
     api = _api(domain, api_prefix)
-    bucket = _bucket(bucket, "bucket")
-    stream = f"OBJ_{bucket}"
+    bucket, stream, metadata = _object_store(bucket, api)
     return Preset(
         pub=(
             f"$O.{bucket}.C.>",
             f"$O.{bucket}.M.>",
-            f"{api}.STREAM.INFO.{stream}",
-            f"{api}.STREAM.MSG.GET.{stream}",
-            f"{api}.DIRECT.GET.{stream}.$O.{bucket}.M.>",
+            *metadata,
             f"{api}.STREAM.PURGE.{stream}",
         ),
         needs_inbox=True,
