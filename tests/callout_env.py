@@ -309,9 +309,12 @@ class ServerConfig(Protocol):
 
 
 @contextlib.contextmanager
-def nats_server(config: ServerConfig) -> Iterator[LocalNatsServer]:
-    """Run nats-server with ``config``; check it still runs at the end, stop it by PID."""
-    server = LocalNatsServer(config.render(), port=config.port).start()
+def nats_server(config: ServerConfig, *, jetstream: bool = False) -> Iterator[LocalNatsServer]:
+    """Run nats-server with ``config``; check it still runs at the end, stop it by PID.
+
+    ``jetstream``: give the server a JetStream store (the config enables it per account).
+    """
+    server = LocalNatsServer(config.render(), port=config.port, jetstream=jetstream).start()
     process = server.process
     assert process is not None
     try:
@@ -379,14 +382,14 @@ class ConfigServer:
         return {"user": SYSTEM_USER, "password": self.config.system_password}
 
     def serve(
-        self, pipeline: CalloutPipeline, *, tls: ssl.SSLContext | None = None
+        self, pipeline: CalloutPipeline, *, tls: ssl.SSLContext | None = None, **broker: Any
     ) -> contextlib.AbstractAsyncContextManager[NatsBroker]:
         """Run ``pipeline`` as the callout service (see :func:`service`)."""
         login = self.service_login
         security = SASLPlaintext(
             username=login["user"], password=login["password"], ssl_context=tls
         )
-        return service(self.url, security, pipeline)
+        return service(self.url, security, pipeline, **broker)
 
 
 @contextlib.contextmanager
@@ -398,7 +401,7 @@ def config_server(*, scheme: str = "nats", **options: Any) -> Iterator[ConfigSer
     """
     issuer = KeyPair.create_account()
     config = CalloutServerConfig(issuer=issuer.public_key, **options)
-    with nats_server(config) as server:
+    with nats_server(config, jetstream=config.jetstream) as server:
         yield ConfigServer(server, config, issuer, f"{scheme}://127.0.0.1:{config.port}")
 
 

@@ -15,13 +15,13 @@ import logging
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import nats.errors
 import pytest
-from callout_env import eventually
+from callout_env import ConfigServer, config_server, eventually
 from dishka import make_async_container
 from nats.aio.client import Client
 from nats.js import api
@@ -114,30 +114,17 @@ def test_settings_are_checked() -> None:
 # -- one JetStream server -----------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    server: LocalNatsServer
-    config: CalloutServerConfig
-    issuer: KeyPair
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def login(self) -> dict[str, str]:
-        return {"user": self.config.auth_user, "password": self.config.auth_password}
-
+class Server(ConfigServer):
     async def state(self, settings: SharedSettings | None = None) -> SharedState:
-        return await SharedState.connect(self.url, settings=settings, error_cb=quiet, **self.login)
+        return await SharedState.connect(
+            self.url, settings=settings, error_cb=quiet, **self.service_login
+        )
 
 
 @pytest.fixture(scope="module")
-def js_server() -> Server:
-    issuer = KeyPair.create_account()
-    config = CalloutServerConfig(issuer=issuer.public_key, jetstream=True)
-    with LocalNatsServer(config.render(), jetstream=True) as server:
-        yield Server(server, config, issuer)
+def js_server() -> Iterator[Server]:
+    with config_server(jetstream=True) as base:
+        yield Server(base.server, base.config, base.issuer, base.url)
 
 
 @pytest.fixture
@@ -156,7 +143,7 @@ async def test_buckets_are_created_when_missing_and_used_as_they_are(
     js_server: Server, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A bucket someone made before (other history, no republish) is used as it is.
-    nc = (await attempt_login(js_server.url, **js_server.login)).client
+    nc = (await attempt_login(js_server.url, **js_server.service_login)).client
     assert nc is not None
     try:
         await nc.jetstream().create_key_value(bucket="theirs", history=5)
@@ -661,7 +648,7 @@ async def test_the_provider_with_stores_off(js_server: Server) -> None:
         SharedStateProvider(
             SharedSettings(revocations=None, invalidations=None, throttle=None),
             url=js_server.url,
-            **js_server.login,
+            **js_server.service_login,
         ),
     )
     try:
@@ -689,7 +676,9 @@ async def test_the_provider_moves_memory_counts_and_keeps_other_throttles(
             keys=keys, lookup=Passwords(), permissions=permissions, throttle=throttle
         )
         container = make_async_container(
-            CalloutProvider(), policy, SharedStateProvider(url=js_server.url, **js_server.login)
+            CalloutProvider(),
+            policy,
+            SharedStateProvider(url=js_server.url, **js_server.service_login),
         )
         try:
             pipeline = await container.get(CalloutPipeline)

@@ -16,19 +16,16 @@ operator-mode entries get a server of their own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from callout_env import OperatorWorld, login, nats_server, refused, service
+from callout_env import ConfigServer, OperatorWorld, config_server, login, nats_server, refused
 from faststream import BaseMiddleware
-from faststream.nats import NatsBroker
-from faststream.security import SASLPlaintext
 from nats.aio.msg import Msg
 from policies import FixedGrant, Passwords
 
@@ -45,8 +42,7 @@ from faststream_callout import (
 )
 from faststream_callout.protocol.claims import AuthorizationRequest
 from faststream_callout.protocol.operator import account_jwt
-from faststream_callout.testing import LocalNatsServer, check_config
-from faststream_callout.testing.local_server import CalloutServerConfig
+from faststream_callout.testing import check_config
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md"
 TIMEOUT = 2.0  # the shared server's authorization.timeout: the default, as the page says
@@ -93,38 +89,15 @@ def quoted(line: str) -> re.Pattern[str]:
 # -- the shared server ------------------------------------------------------------------------
 
 
-@dataclass
-class Lab:
-    server: LocalNatsServer
-    config: CalloutServerConfig
-    issuer: KeyPair
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def pipeline(self, lookup: Any, permissions: Any, **options: Any) -> CalloutPipeline:
-        return CalloutPipeline(SigningKeys(self.issuer), lookup, permissions, **options)
-
-    @contextlib.asynccontextmanager
-    async def serve(self, pipeline: CalloutPipeline, **broker: Any) -> AsyncIterator[NatsBroker]:
-        login_as = SASLPlaintext(username=SERVICE_USER, password=self.config.auth_password)
-        async with service(self.url, login_as, pipeline, **broker) as running:
-            yield running
-
-
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    issuer = KeyPair.create_account()
-    config = CalloutServerConfig(
-        issuer=issuer.public_key,
+def lab() -> Iterator[ConfigServer]:
+    with config_server(
         accounts={"APP": {}, "AUTH": {UNLISTED_USER: "auth-pw"}},
         auth_user=SERVICE_USER,
         timeout=TIMEOUT,
         extra="debug: true",
-    )
-    with nats_server(config) as server:
-        yield Lab(server, config, issuer)
+    ) as server:
+        yield server
 
 
 def chat() -> FixedGrant:
@@ -133,7 +106,9 @@ def chat() -> FixedGrant:
 
 # -- the scenarios, one per entry -------------------------------------------------------------
 
-Scenario = Callable[[Lab], Awaitable[str | None]]  # may return text to search besides the log
+Scenario = Callable[
+    [ConfigServer], Awaitable[str | None]
+]  # may return text to search besides the log
 SCENARIOS: dict[str, Scenario] = {}
 
 
@@ -146,18 +121,18 @@ def scenario(heading: str) -> Callable[[Scenario], Scenario]:
 
 
 @scenario("Every login waits 2 s, then `Authorization Violation`")
-async def nobody_answers(lab: Lab) -> None:
+async def nobody_answers(lab: ConfigServer) -> None:
     waited = await refused(lab.url, user="alice", password="alice-pw")
     assert waited >= TIMEOUT - 0.1
 
 
 @scenario("The service itself cannot log in")
-async def service_user_not_in_auth_users(lab: Lab) -> None:
+async def service_user_not_in_auth_users(lab: ConfigServer) -> None:
     await refused(lab.url, user=UNLISTED_USER, password="auth-pw")
 
 
 @scenario('`Auth callout violation: "no reason supplied" on account "AUTH"`')
-async def unsigned_denials(lab: Lab) -> None:
+async def unsigned_denials(lab: ConfigServer) -> None:
     # Keys for another issuer: the request is not for us, so it gets an empty reply.
     other = CalloutPipeline(SigningKeys(KeyPair.create_account()), Passwords(), chat())
     async with lab.serve(other):
@@ -169,22 +144,24 @@ async def unsigned_denials(lab: Lab) -> None:
 
 
 @scenario("`Auth callout service returned an error: ...`")
-async def denied(lab: Lab) -> None:
-    async with lab.serve(lab.pipeline(Passwords(), chat())):
+async def denied(lab: ConfigServer) -> None:
+    async with lab.serve(CalloutPipeline(lab.keys, Passwords(), chat())):
         await refused(lab.url, user="alice", password="wrong")
 
 
 @scenario('`No valid account "NOPE" for auth callout response on account "AUTH": account missing`')
-async def unknown_account(lab: Lab) -> None:
-    async with lab.serve(lab.pipeline(Passwords(), FixedGrant("NOPE", pub=["chat.>"]))):
+async def unknown_account(lab: ConfigServer) -> None:
+    async with lab.serve(
+        CalloutPipeline(lab.keys, Passwords(), FixedGrant("NOPE", pub=["chat.>"]))
+    ):
         await refused(lab.url, user="alice", password="alice-pw")
 
 
 @scenario("`Auth callout violation: auth callout response is not for expected user`")
-async def replayed_reply(lab: Lab) -> None:
+async def replayed_reply(lab: ConfigServer) -> None:
     # A responder that caches its first reply and sends it again: made for another
     # connection attempt's user_nkey.
-    pipeline = lab.pipeline(Passwords(), chat())
+    pipeline = CalloutPipeline(lab.keys, Passwords(), chat())
     first: list[bytes] = []
     service_client = await login(lab.url, user=SERVICE_USER, password=lab.config.auth_password)
 
@@ -206,7 +183,7 @@ async def replayed_reply(lab: Lab) -> None:
 
 
 @scenario("The issuer must be an account key")
-async def user_key_as_issuer(lab: Lab) -> str:
+async def user_key_as_issuer(lab: ConfigServer) -> str:
     config = replace(lab.config, issuer=KeyPair.create_user().public_key)
     path = Path(lab.server.config_path).with_name("user-issuer.conf")
     path.write_text(config.render())
@@ -216,7 +193,7 @@ async def user_key_as_issuer(lab: Lab) -> str:
 
 
 @scenario("Operator mode: clients get in, but every publish is a violation")
-async def no_authorization_section(lab: Lab) -> None:
+async def no_authorization_section(lab: ConfigServer) -> None:
     world = OperatorWorld.generate(with_xkey=False)
     config = world.server_config()
     without = dict(config.account_jwts)  # the callout account's JWT, less its authorization
@@ -235,7 +212,7 @@ async def no_authorization_section(lab: Lab) -> None:
 
 
 @scenario("Operator mode: `Auth callout signing key is unknown`")
-async def unlisted_signing_key(lab: Lab) -> str:
+async def unlisted_signing_key(lab: ConfigServer) -> str:
     # A rotation in the wrong order: the service signs with a signing key the callout
     # account's JWT does not list (yet, or any more).
     world = OperatorWorld.generate(with_xkey=False)
@@ -253,42 +230,42 @@ async def unlisted_signing_key(lab: Lab) -> str:
 
 
 @scenario("Clock skew")
-async def clock_skew(lab: Lab) -> None:
-    ahead = lab.pipeline(Passwords(), chat(), clock=lambda: time.time() + 5)
+async def clock_skew(lab: ConfigServer) -> None:
+    ahead = CalloutPipeline(lab.keys, Passwords(), chat(), clock=lambda: time.time() + 5)
     async with lab.serve(ahead):
         await refused(lab.url, user="alice", password="alice-pw")
-    behind = lab.pipeline(Passwords(), chat(), clock=lambda: time.time() - 120)
+    behind = CalloutPipeline(lab.keys, Passwords(), chat(), clock=lambda: time.time() - 120)
     async with lab.serve(behind):
         await refused(lab.url, user="alice", password="alice-pw")
     past = Grant(account="APP", pub=Permission(allow=["chat.>"]), expires_at=int(time.time()) - 5)
-    async with lab.serve(lab.pipeline(Passwords(), _Fixed(past))):
+    async with lab.serve(CalloutPipeline(lab.keys, Passwords(), _Fixed(past))):
         await refused(lab.url, user="alice", password="alice-pw")
 
 
 @scenario("Clients are dropped after a while")
-async def expired(lab: Lab) -> None:
+async def expired(lab: ConfigServer) -> None:
     closed = asyncio.Event()
 
     async def on_closed() -> None:
         closed.set()
 
     short = FixedGrant("APP", pub=["chat.>"], sub=["_INBOX.>"], ttl=1)
-    async with lab.serve(lab.pipeline(Passwords(), short)):
+    async with lab.serve(CalloutPipeline(lab.keys, Passwords(), short)):
         client = await login(lab.url, user="alice", password="alice-pw", closed_cb=on_closed)
         await asyncio.wait_for(closed.wait(), 5)
         assert "expired" in str(client.last_error)
 
 
 @scenario("Slow lookups")
-async def slow_lookup(lab: Lab) -> None:
+async def slow_lookup(lab: ConfigServer) -> None:
     settings = CalloutSettings(auth_timeout=TIMEOUT, max_decision_time=0.2)
-    slow = lab.pipeline(Passwords(delay=0.5), chat(), settings=settings)
+    slow = CalloutPipeline(lab.keys, Passwords(delay=0.5), chat(), settings=settings)
     async with lab.serve(slow):
         await refused(lab.url, user="alice", password="alice-pw")
 
 
 @scenario("FastStream broker-wide parser, decoder or codec")
-async def broker_wide_parser(lab: Lab) -> None:
+async def broker_wide_parser(lab: ConfigServer) -> None:
     async def rewrite(message: Any, original: Any) -> Any:  # a parser that changes the body
         parsed = await original(message)
         parsed.body = b"{" + parsed.body + b"}"
@@ -296,13 +273,13 @@ async def broker_wide_parser(lab: Lab) -> None:
 
     # A middleware takes requests down FastStream's own path, where the parser runs.
     broker = {"parser": rewrite, "middlewares": [BaseMiddleware]}
-    async with lab.serve(lab.pipeline(Passwords(), chat()), **broker):
+    async with lab.serve(CalloutPipeline(lab.keys, Passwords(), chat()), **broker):
         await refused(lab.url, user="alice", password="alice-pw")
 
 
 @scenario("Permission violations after login")
-async def permission_violations(lab: Lab) -> None:
-    async with lab.serve(lab.pipeline(Passwords(), chat())):
+async def permission_violations(lab: ConfigServer) -> None:
+    async with lab.serve(CalloutPipeline(lab.keys, Passwords(), chat())):
         client = await login(lab.url, user="alice", password="alice-pw")
         try:
             await client.publish("secret.x", b"")
@@ -331,7 +308,7 @@ def test_every_entry_quoting_the_server_has_a_scenario() -> None:
 
 
 @pytest.mark.parametrize("heading", list(SCENARIOS))
-async def test_the_server_logs_what_the_page_quotes(lab: Lab, heading: str) -> None:
+async def test_the_server_logs_what_the_page_quotes(lab: ConfigServer, heading: str) -> None:
     start = len(lab.server.log())
     extra = await SCENARIOS[heading](lab)
     lines = entries().get(heading, [])
